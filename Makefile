@@ -1,0 +1,68 @@
+# Two commands: `make dev` (set up, start MLflow and Dagster) and `make test` (set up, run tests).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANIFEST := dbt_project/target/manifest.json
+DAGSTER_HOME := $(CURDIR)/.dagster_home
+DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+DATA_DIR := $(CURDIR)/data
+
+.PHONY: setup dev test lint manifest clean browser bench
+
+setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+# The dbt manifest is prepared here, never parsed at run time.
+$(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' | grep -v target/)
+	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+	touch $(MANIFEST)
+
+manifest: $(MANIFEST)
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster.local.yaml $@
+
+dev: setup
+	mkdir -p $(DATA_DIR)/mlflow/artifacts
+	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_PORT)   Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"
+	trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri sqlite:///$(DATA_DIR)/mlflow/mlflow.db \
+		--artifacts-destination $(DATA_DIR)/mlflow/artifacts --workers 1 & \
+	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
+		$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
+
+# Headless Chromium and its driver for the browser test (Debian packages; no browser downloads).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium/chromedriver missing and not root; the browser test will skip"; fi
+
+# Two workers, whole files each: most integration tests wait on processes, not on the CPU.
+PYTEST_WORKERS ?= 2
+test: setup browser
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
+bench: setup
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+lint: setup
+	$(BIN)/ruff check ml_platform ml_platform_tests
+	$(BIN)/ruff format --check ml_platform ml_platform_tests
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) dbt_project/target dbt_project/logs

@@ -1,0 +1,55 @@
+"""Jobs the schedules and sensors launch, and the latest training window they share."""
+
+from datetime import date, timedelta
+
+from dagster import AssetKey, AssetSelection, DagsterInstance, define_asset_job
+
+from ml_platform.partitions import daily_partitions
+
+RAW_DAILY = [AssetKey(["raw", "flights"]), AssetKey(["raw", "weather"])]
+FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
+PREDICTIONS = AssetKey(["serving", "predictions"])
+TRAINING_SET_OP = "training__training_set"
+
+# Raw days and the dbt models built from them (staging views and flight_features).
+INGESTION_PATH = AssetSelection.assets(*RAW_DAILY) | AssetSelection.groups("features")
+LANDING_PATH = INGESTION_PATH | AssetSelection.assets(PREDICTIONS)
+RETRAINING = AssetSelection.groups("training")
+
+ingest_days_job = define_asset_job(
+    "ingest_days",
+    selection=INGESTION_PATH,
+    partitions_def=daily_partitions,
+    description="Raw flights and weather for a day, and the features built from them.",
+    tags={"ml_platform/flow": "ingestion"},
+)
+
+retrain_job = define_asset_job(
+    "retrain",
+    selection=RETRAINING,
+    description="Training set for a cutoff, the candidates, the gate and the champion.",
+    tags={"ml_platform/flow": "retraining"},
+)
+
+
+def latest_cutoff(instance: DagsterInstance, holdout_days: int) -> date | None:
+    """The cutoff whose holdout ends on the newest day with features: the latest full window."""
+    keys = instance.get_materialized_partitions(FLIGHT_FEATURES)
+    if not keys:
+        return None
+    newest = max(date.fromisoformat(k) for k in keys)
+    return newest - timedelta(days=holdout_days - 1)
+
+
+def retrain_run_config(cutoff: date, window_days: int, holdout_days: int) -> dict:
+    return {
+        "ops": {
+            TRAINING_SET_OP: {
+                "config": {
+                    "cutoff": cutoff.isoformat(),
+                    "window_days": window_days,
+                    "holdout_days": holdout_days,
+                }
+            }
+        }
+    }

@@ -1,0 +1,136 @@
+"""dbt models as assets: staging views and the incremental ``flight_features`` table."""
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, Output
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from ml_platform.config import DBT_PROJECT_DIR
+from ml_platform.features.freshness_of_inputs import (
+    FINGERPRINT,
+    FLIGHT_FEATURES,
+    current_fingerprints,
+    unchanged_window,
+)
+from ml_platform.partitions import daily_partitions, window_dates
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
+from ml_platform.versions import FORCE_TAG, combine
+
+GROUP = "features"
+KEEP_RUN_TARGETS = 20
+PARTITION_COLUMNS = {
+    "flight_features": "flight_date",
+    "stg_flights": "flight_date",
+    "stg_weather": "weather_date",
+}
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+if not dbt_project.manifest_path.exists():
+    raise FileNotFoundError(
+        f"dbt manifest {dbt_project.manifest_path} is missing: run `make manifest` "
+        "(or `dbt parse --project-dir dbt_project --profiles-dir dbt_project`)"
+    )
+
+
+class FeatureTranslator(DagsterDbtTranslator):
+    """Keys by warehouse schema (``staging/stg_flights``, ``features/flight_features``); sources
+    keep dbt's default ``raw/<table>``, which is where the ingestion assets write."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        return AssetKey([dbt_resource_props["config"]["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return GROUP
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        column = PARTITION_COLUMNS.get(dbt_resource_props["name"])
+        extra = {"partition_expr": column} if column else {}
+        return {**super().get_metadata(dbt_resource_props), **extra}
+
+
+def dbt_window_vars(context: AssetExecutionContext) -> dict[str, str]:
+    start, end = window_dates(*context.partition_time_window)
+    return {"min_date": start.isoformat(), "max_date": end.isoformat()}
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=FeatureTranslator(),
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    name="dbt_features",
+)
+def dbt_features(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
+    """Builds the selected models for the run's partition window; dbt tests run as asset checks.
+    A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
+    partitions = context.partition_keys
+    code = models_code_version(context)
+    unchanged = unchanged_window(context.instance, code, partitions)
+    if unchanged is not None and not context.run.tags.get(FORCE_TAG) and window_is_stored(warehouse, context):
+        context.log.info(f"inputs and code unchanged for {partitions[0]}..{partitions[-1]}: dbt not run")
+        for pk, fingerprint in unchanged.items():
+            context.add_asset_metadata(
+                {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
+            )
+        # Staging views before the feature table: Dagster wants a multi-asset's outputs in order.
+        for key in sorted(context.selected_asset_keys, key=lambda k: (k.path[0] != "staging", k.path)):
+            yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
+        return
+    fingerprints = current_fingerprints(context.instance, code, partitions)
+    if FLIGHT_FEATURES in context.selected_asset_keys:
+        for pk, fingerprint in fingerprints.items():
+            context.add_asset_metadata(
+                {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
+            )
+    prune_run_targets(dbt_project.project_dir / "target")
+    with warehouse.exported():
+        args = ["build", "--vars", json.dumps(dbt_window_vars(context))]
+        for event in dbt.cli(args, context=context).stream():
+            if isinstance(event, Output):
+                event = event.with_metadata({**event.metadata, "unchanged": False})
+            yield event
+
+
+def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bool:
+    """The instance may remember a build the warehouse has lost: trust it only if every raw
+    flight of the window has its feature row."""
+    start, end = window_dates(*context.partition_time_window)
+    with warehouse.connection() as conn:
+        if not table_exists(conn, "features", "flight_features"):
+            return False
+    counts = warehouse.query(
+        "select (select count(*) from raw.flights where flight_date >= ? and flight_date < ?)"
+        " = (select count(*) from features.flight_features where flight_date >= ? and flight_date < ?)"
+        " as complete",
+        [start, end, start, end],
+    )
+    return bool(counts.complete.iloc[0])
+
+
+def models_code_version(context: AssetExecutionContext) -> str:
+    """The code versions (SQL checksums) of every model this step builds, combined."""
+    versions = context.assets_def.code_versions_by_key
+    return combine(*(f"{k.to_user_string()}={versions.get(k)}" for k in sorted(context.selected_asset_keys)))
+
+
+def prune_run_targets(target_dir: Path, keep: int = KEEP_RUN_TARGETS) -> list[Path]:
+    """dagster-dbt gives every invocation its own ``target/<asset>-<run>-<hash>`` folder (about 2 MB:
+    manifest, compiled SQL, log). Keep the newest ``keep`` for debugging; without this the folder
+    grows by one per run, forever. The prepared manifest in ``target/`` itself is never touched."""
+    runs = sorted(
+        (p for p in target_dir.glob("dbt_features-*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    removed = runs[keep:]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed

@@ -1,0 +1,159 @@
+"""Raw assets: what upstream delivered, conformed to the declared schema and checked."""
+
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    Backoff,
+    DataVersion,
+    Failure,
+    Jitter,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    asset,
+)
+
+import ml_platform.ingestion.schemas as schemas_module
+import ml_platform.ingestion.source as source_module
+from ml_platform.ingestion.quality import (
+    DAILY_CHECKS,
+    REFERENCE_CHECKS,
+    Outcome,
+    evaluate_daily_batch,
+    evaluate_reference,
+)
+from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableSpec
+from ml_platform.ingestion.source import FlightSource, SourceBatch, SourceError
+from ml_platform.partitions import daily_partitions, days_in, window_dates
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
+from ml_platform.versions import frame_hash, source_version
+
+GROUP = "ingestion"
+# Upstream can be briefly unavailable (a share remounting, a file being replaced): retry with
+# exponential backoff and jitter. A bad file is not transient: it fails at once (see _read).
+UPSTREAM_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+def _read(read, *args) -> SourceBatch:
+    try:
+        return read(*args)
+    except SourceError as exc:
+        raise Failure(description=str(exc), metadata={"problem": str(exc)}, allow_retries=False) from exc
+
+
+def _check_specs(key: AssetKey, checks: list[tuple[str, bool]]) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec(name, asset=key, blocking=blocking) for name, blocking in checks]
+
+
+def _results(key: AssetKey, outcomes: list[Outcome]) -> Iterator[AssetCheckResult]:
+    for o in outcomes:
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name=o.name,
+            passed=o.passed,
+            severity=AssetCheckSeverity.WARN if o.warn_only else AssetCheckSeverity.ERROR,
+            description=o.description,
+            metadata=o.metadata,
+        )
+
+
+def build_daily_raw_asset(spec: TableSpec):
+    key = AssetKey(["raw", spec.name])
+
+    @asset(
+        key=key,
+        group_name=GROUP,
+        description=spec.description,
+        partitions_def=daily_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={"partition_expr": spec.partition_column},
+        check_specs=_check_specs(key, DAILY_CHECKS),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "pandas"},
+        retry_policy=UPSTREAM_RETRY,
+        code_version=source_version(build_daily_raw_asset, schemas_module, source_module),
+    )
+    def _raw_daily(context: AssetExecutionContext, source: FlightSource):
+        start, end = window_dates(*context.partition_time_window)
+        batch = _read(source.read_days, spec.name, start, end)
+        for warning in batch.warnings:
+            context.log.warning(warning)
+        frame = batch.frame
+        outcomes = evaluate_daily_batch(
+            frame, spec, start, end, source.row_counts(spec.name, start, end), days_in(start, end)
+        )
+        record_partition_lineage(context, frame, spec, days_in(start, end), batch.origins)
+        yield Output(
+            frame,
+            metadata={
+                **describe_frame(frame, spec.partition_column),
+                "days": MetadataValue.int(len(days_in(start, end))),
+                "source": MetadataValue.text(_summarize(batch.origins)),
+                "warnings": MetadataValue.int(len(batch.warnings)),
+            },
+            # The content decides the version: identical data delivered again is unchanged.
+            data_version=DataVersion(frame_hash(frame)),
+        )
+        yield from _results(key, outcomes)
+
+    _raw_daily.__name__ = spec.name
+    return _raw_daily
+
+
+def build_reference_asset(spec: TableSpec):
+    key = AssetKey(["raw", spec.name])
+
+    @asset(
+        key=key,
+        group_name=GROUP,
+        description=spec.description,
+        check_specs=_check_specs(key, REFERENCE_CHECKS),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "pandas"},
+        retry_policy=UPSTREAM_RETRY,
+        code_version=source_version(build_reference_asset, schemas_module, source_module),
+    )
+    def _reference(context: AssetExecutionContext, source: FlightSource):
+        batch = _read(source.read_reference, spec.name)
+        for warning in batch.warnings:
+            context.log.warning(warning)
+        yield Output(
+            batch.frame,
+            metadata={
+                **describe_frame(batch.frame),
+                "source": MetadataValue.text(_summarize(batch.origins)),
+                "content_hash": frame_hash(batch.frame),
+            },
+            data_version=DataVersion(frame_hash(batch.frame)),
+        )
+        yield from _results(key, evaluate_reference(batch.frame, spec))
+
+    return _reference
+
+
+def record_partition_lineage(context, frame, spec: TableSpec, days, origins: list[str]) -> None:
+    """Per day: the content hash and the files it came from, for skip-if-unchanged and lineage."""
+    dates = frame[spec.partition_column].dt.date
+    for day in days:
+        files = [o for o in origins if day.isoformat() in o] or sorted(set(origins))
+        context.add_asset_metadata(
+            {"content_hash": frame_hash(frame[dates == day]), "source_files": ", ".join(files)},
+            partition_key=day.isoformat(),
+        )
+
+
+def _summarize(origins: list[str]) -> str:
+    unique = list(dict.fromkeys(origins))
+    if len(unique) <= 3:
+        return ", ".join(unique) or "none"
+    return f"{unique[0]} .. {unique[-1]} ({len(unique)} files)"
+
+
+raw_daily_assets = [build_daily_raw_asset(spec) for spec in DAILY_TABLES.values()]
+raw_reference_assets = [build_reference_asset(spec) for spec in REFERENCE_TABLES.values()]

@@ -1,0 +1,232 @@
+"""Column order, types and constraints of every raw table, declared once.
+
+The same declaration conforms incoming frames, creates warehouse tables, drives the type and
+range checks and renders the table schema shown in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from dagster import TableColumn, TableColumnConstraints, TableSchema
+
+_PANDAS_DTYPES = {
+    "DATE": "datetime64[us]",
+    "TIMESTAMPTZ": "datetime64[us, UTC]",
+    "BIGINT": "Int64",
+    "DOUBLE": "float64",
+    "VARCHAR": "string",
+}
+
+
+class SchemaError(ValueError):
+    """A frame does not fit its table's declared schema."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    nullable: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    @property
+    def pandas_dtype(self) -> str:
+        return _PANDAS_DTYPES[self.sql_type]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    partition_column: str | None = None
+    description: str = ""
+    _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return self._by_name[name]
+
+    def ddl_columns(self) -> str:
+        return ", ".join(f'"{c.name}" {c.sql_type}{"" if c.nullable else " NOT NULL"}' for c in self.columns)
+
+    def dagster_schema(self) -> TableSchema:
+        return TableSchema(
+            columns=[
+                TableColumn(
+                    name=c.name,
+                    type=c.sql_type,
+                    description=c.description or None,
+                    constraints=TableColumnConstraints(
+                        nullable=c.nullable,
+                        unique=self.key == (c.name,),
+                        other=[f"between {c.minimum} and {c.maximum}"]
+                        if c.minimum is not None or c.maximum is not None
+                        else [],
+                    ),
+                )
+                for c in self.columns
+            ]
+        )
+
+
+def conform(frame: pd.DataFrame, spec: TableSpec, *, origin: str) -> pd.DataFrame:
+    """Return ``frame`` with exactly the declared columns, in order, with the declared dtypes.
+
+    ``origin`` names where the frame came from, so an error points at the file or day at fault.
+    Unknown extra columns are dropped (the caller reports them); missing ones and values that do
+    not convert are errors.
+    """
+    missing = [c for c in spec.column_names if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{origin}: {spec.name} is missing column(s) {', '.join(missing)}")
+    out = {}
+    for col in spec.columns:
+        values = frame[col.name]
+        try:
+            out[col.name] = _convert(values, col)
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(
+                f"{origin}: column {col.name!r} of {spec.name} does not convert to {col.sql_type}: {exc}"
+            ) from exc
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def extra_columns(frame: pd.DataFrame, spec: TableSpec) -> list[str]:
+    return [c for c in frame.columns if c not in spec.column_names]
+
+
+def _convert(values: pd.Series, col: Column) -> pd.Series:
+    values = values.reset_index(drop=True)
+    if col.sql_type == "DATE":
+        return (
+            pd.to_datetime(values, errors="raise")
+            .dt.tz_localize(None)
+            .dt.normalize()
+            .astype("datetime64[us]")
+        )
+    if col.sql_type == "TIMESTAMPTZ":
+        return pd.to_datetime(values, utc=True, errors="raise").astype("datetime64[us, UTC]")
+    if col.sql_type == "BIGINT":
+        numeric = pd.to_numeric(values, errors="raise")
+        if (numeric.dropna() % 1 != 0).any():
+            raise ValueError("non-integer values")
+        return numeric.astype("Int64")
+    if col.sql_type == "DOUBLE":
+        return pd.to_numeric(values, errors="raise").astype("float64")
+    if col.sql_type == "VARCHAR":
+        return values.astype("string")
+    raise TypeError(f"unsupported type {col.sql_type}")
+
+
+def _c(name, sql_type, nullable=True, lo=None, hi=None, doc=""):
+    return Column(name, sql_type, nullable, lo, hi, doc)
+
+
+FLIGHTS = TableSpec(
+    name="flights",
+    description="One row per scheduled departure from NYC (EWR, JFK, LGA), as delivered upstream.",
+    partition_column="flight_date",
+    key=("flight_date", "carrier", "flight", "origin", "sched_dep_time"),
+    columns=(
+        _c("flight_date", "DATE", False, doc="Local scheduled departure day; the partition column"),
+        _c("year", "BIGINT", False, 2000, 2100),
+        _c("month", "BIGINT", False, 1, 12),
+        _c("day", "BIGINT", False, 1, 31),
+        _c("dep_time", "DOUBLE", True, 0, 2400),
+        _c("sched_dep_time", "BIGINT", False, 0, 2359),
+        _c("dep_delay", "DOUBLE", True, -1440, 2880, "Minutes; negative is early"),
+        _c("arr_time", "DOUBLE", True, 0, 2400),
+        _c("sched_arr_time", "BIGINT", True, 0, 2400),
+        _c("arr_delay", "DOUBLE", True, -1440, 2880, "Minutes; null when cancelled or diverted"),
+        _c("carrier", "VARCHAR", False),
+        _c("flight", "BIGINT", False, 0, 99999),
+        _c("tailnum", "VARCHAR", True),
+        _c("origin", "VARCHAR", False),
+        _c("dest", "VARCHAR", False),
+        _c("air_time", "DOUBLE", True, 0, 1440),
+        _c("distance", "DOUBLE", False, 0, 10000, "Miles"),
+        _c("hour", "BIGINT", False, 0, 23),
+        _c("minute", "BIGINT", False, 0, 59),
+        _c("time_hour", "TIMESTAMPTZ", False),
+    ),
+)
+
+WEATHER = TableSpec(
+    name="weather",
+    description="Hourly weather at the three NYC airports.",
+    partition_column="weather_date",
+    key=("origin", "time_hour"),
+    columns=(
+        _c("weather_date", "DATE", False, doc="Local day of the observation; the partition column"),
+        _c("origin", "VARCHAR", False),
+        _c("year", "BIGINT", False, 2000, 2100),
+        _c("month", "BIGINT", False, 1, 12),
+        _c("day", "BIGINT", False, 1, 31),
+        _c("hour", "BIGINT", False, 0, 23),
+        _c("temp", "DOUBLE", True, -60, 130, "Fahrenheit"),
+        _c("dewp", "DOUBLE", True, -80, 100),
+        _c("humid", "DOUBLE", True, 0, 100),
+        _c("wind_dir", "DOUBLE", True, 0, 360),
+        _c("wind_speed", "DOUBLE", True, 0, 1100, "mph"),
+        _c("wind_gust", "DOUBLE", True, 0, 1100),
+        _c("precip", "DOUBLE", True, 0, 10),
+        _c("pressure", "DOUBLE", True, 900, 1100),
+        _c("visib", "DOUBLE", True, 0, 10),
+        _c("time_hour", "TIMESTAMPTZ", False),
+    ),
+)
+
+PLANES = TableSpec(
+    name="planes",
+    description="Aircraft by tail number.",
+    key=("tailnum",),
+    columns=(
+        _c("tailnum", "VARCHAR", False),
+        _c("year", "DOUBLE", True, 1900, 2100, "Year manufactured"),
+        _c("type", "VARCHAR"),
+        _c("manufacturer", "VARCHAR"),
+        _c("model", "VARCHAR"),
+        _c("engines", "BIGINT", True, 0, 8),
+        _c("seats", "BIGINT", True, 0, 1000),
+        _c("speed", "DOUBLE"),
+        _c("engine", "VARCHAR"),
+    ),
+)
+
+AIRPORTS = TableSpec(
+    name="airports",
+    description="Airports by FAA code.",
+    key=("faa",),
+    columns=(
+        _c("faa", "VARCHAR", False),
+        _c("name", "VARCHAR"),
+        _c("lat", "DOUBLE", True, -90, 90),
+        _c("lon", "DOUBLE", True, -180, 180),
+        _c("alt", "BIGINT"),
+        _c("tz", "BIGINT"),
+        _c("dst", "VARCHAR"),
+        _c("tzone", "VARCHAR"),
+    ),
+)
+
+AIRLINES = TableSpec(
+    name="airlines",
+    description="Carrier codes and names.",
+    key=("carrier",),
+    columns=(_c("carrier", "VARCHAR", False), _c("name", "VARCHAR")),
+)
+
+DAILY_TABLES = {spec.name: spec for spec in (FLIGHTS, WEATHER)}
+REFERENCE_TABLES = {spec.name: spec for spec in (PLANES, AIRPORTS, AIRLINES)}
+ALL_TABLES = {**DAILY_TABLES, **REFERENCE_TABLES}

@@ -1,0 +1,1 @@
+"""Plain ML functions (no Dagster): feature frames, pipelines, metrics, plots, drift, the gate."""

@@ -1,0 +1,68 @@
+"""Which columns a model sees, and the split of a training frame in time."""
+
+from datetime import date, timedelta
+
+import pandas as pd
+
+CATEGORICAL = ["carrier", "origin", "dest"]
+NUMERIC = [
+    "distance",
+    "sched_dep_hour",
+    "day_of_week",
+    "month",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_speed",
+    "precip",
+    "pressure",
+    "visib",
+    "plane_age",
+]
+FEATURES = CATEGORICAL + NUMERIC
+LABEL = "arrived_late"
+KEY = "flight_id"
+DAY = "flight_date"
+
+
+def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model input: declared feature columns, in order, with stable dtypes."""
+    missing = [c for c in FEATURES if c not in frame.columns]
+    if missing:
+        raise ValueError(f"feature frame lacks column(s) {', '.join(missing)}")
+    out = frame[FEATURES].copy()
+    for col in CATEGORICAL:
+        out[col] = out[col].astype("object").where(out[col].notna(), None)
+    for col in NUMERIC:
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    return out.reset_index(drop=True)
+
+
+def labels(frame: pd.DataFrame) -> pd.Series:
+    return frame[LABEL].astype(bool).astype(int).reset_index(drop=True)
+
+
+def training_windows(cutoff: date, window_days: int, holdout_days: int) -> dict[str, tuple[date, date]]:
+    """Half-open windows: training strictly before the cutoff, holdout from it."""
+    if window_days < 1 or holdout_days < 1:
+        raise ValueError("training and holdout windows must each be at least one day")
+    return {
+        "train": (cutoff - timedelta(days=window_days), cutoff),
+        "holdout": (cutoff, cutoff + timedelta(days=holdout_days)),
+    }
+
+
+def split_training_set(
+    features: pd.DataFrame, cutoff: date, window_days: int, holdout_days: int
+) -> pd.DataFrame:
+    """Labelled rows of the two windows, tagged with their split; nothing after the cutoff trains."""
+    windows = training_windows(cutoff, window_days, holdout_days)
+    days = pd.to_datetime(features[DAY])
+    parts = []
+    for split, (start, end) in windows.items():
+        mask = (days >= pd.Timestamp(start)) & (days < pd.Timestamp(end)) & features[LABEL].notna()
+        parts.append(features.loc[mask].assign(split=split))
+    out = pd.concat(parts, ignore_index=True)
+    out[LABEL] = out[LABEL].astype(bool)
+    out["cutoff_date"] = pd.Timestamp(cutoff)
+    return out.sort_values(["split", DAY, KEY], kind="stable").reset_index(drop=True)

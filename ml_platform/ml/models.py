@@ -1,0 +1,89 @@
+"""The candidate pipelines. Each is a full scikit-learn Pipeline from raw feature frame to
+probability, so the logged model needs no preprocessing code beside it."""
+
+# scikit-learn is imported inside each builder: every Dagster process imports this module, and
+# only the processes that train pay for scikit-learn.
+import numpy as np
+
+from ml_platform.ml.frames import CATEGORICAL, NUMERIC
+
+SEED = 0
+
+
+def _ordinal_categoricals():
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    return make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="unknown"),
+        OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
+        ),
+    )
+
+
+def logistic_regression(C: float = 1.0, max_iter: int = 500, min_frequency: int = 20):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="unknown"),
+                    OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency),
+                ),
+                CATEGORICAL,
+            ),
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), NUMERIC),
+        ]
+    )
+    return Pipeline([("features", pre), ("model", LogisticRegression(C=C, max_iter=max_iter))])
+
+
+def hist_gradient_boosting(
+    learning_rate: float = 0.08, max_iter: int = 300, max_leaf_nodes: int = 31, l2_regularization: float = 1.0
+):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    pre = ColumnTransformer(
+        [("cat", _ordinal_categoricals(), CATEGORICAL), ("num", "passthrough", NUMERIC)],
+        verbose_feature_names_out=False,
+    ).set_output(transform="pandas")
+    model = HistGradientBoostingClassifier(
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        max_leaf_nodes=max_leaf_nodes,
+        l2_regularization=l2_regularization,
+        categorical_features=CATEGORICAL,
+        early_stopping=False,
+        random_state=SEED,
+    )
+    return Pipeline([("features", pre), ("model", model)])
+
+
+def random_forest(n_estimators: int = 150, max_depth: int = 14, min_samples_leaf: int = 20):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    pre = ColumnTransformer(
+        [("cat", _ordinal_categoricals(), CATEGORICAL), ("num", SimpleImputer(strategy="median"), NUMERIC)]
+    )
+    pre.set_params(cat__ordinalencoder__unknown_value=-1, cat__ordinalencoder__encoded_missing_value=-1)
+    model = RandomForestClassifier(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        n_jobs=1,
+        random_state=SEED,
+    )
+    return Pipeline([("features", pre), ("model", model)])

@@ -1,0 +1,51 @@
+"""The one daily partitioning of the platform: a UTC calendar day of scheduled departures."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from dagster import DailyPartitionsDefinition
+
+from ml_platform.config import load_settings
+
+
+def build_daily_partitions(start: date, end: date | None) -> DailyPartitionsDefinition:
+    """End is exclusive; ``None`` leaves the partitions open-ended for a live source."""
+    return DailyPartitionsDefinition(
+        start_date=start.isoformat(),
+        end_date=end.isoformat() if end else None,
+        timezone="UTC",
+        end_offset=0,
+    )
+
+
+_settings = load_settings()
+daily_partitions = build_daily_partitions(_settings.partition_start, _settings.partition_end)
+
+
+def day_of(partition_key: str) -> date:
+    """Parse a partition key, refusing anything that is not a calendar day."""
+    try:
+        return date.fromisoformat(partition_key)
+    except ValueError as exc:
+        raise ValueError(f"partition key {partition_key!r} is not a day (YYYY-MM-DD)") from exc
+
+
+def days_in(start: date, end: date) -> list[date]:
+    """The days of a half-open window [start, end)."""
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def window_dates(start: datetime, end: datetime) -> tuple[date, date]:
+    """A partition time window as half-open dates; windows are whole UTC days."""
+    if start.time() != time(0) or end.time() != time(0):
+        raise ValueError(f"time window {start}..{end} does not fall on day boundaries")
+    return start.date(), end.date()
+
+
+def latest_complete_day(now: datetime) -> date | None:
+    """The newest partition whose day has ended by ``now``, within the configured range."""
+    last = now.date() - timedelta(days=1)
+    if _settings.partition_end is not None:
+        last = min(last, _settings.partition_end - timedelta(days=1))
+    return last if last >= _settings.partition_start else None

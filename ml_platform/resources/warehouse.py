@@ -1,0 +1,308 @@
+"""The DuckDB warehouse: one file, one writer at a time, partitions replaced atomically.
+
+``WarehouseIOManager`` extends dagster-duckdb's pandas IO manager where the stock one is unsafe:
+the partition delete and insert run in one transaction (a crash leaves the old partition), rows
+are inserted by column name (never by position), partition bounds are bound as DATE parameters
+(never formatted into SQL), and table and column names are validated identifiers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from dagster import ConfigurableResource, InputContext, MetadataValue, OutputContext, TableColumn
+from dagster import TableSchema as DagsterTableSchema
+from dagster._core.definitions.metadata import TableMetadataSet
+from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb.io_manager import DuckDBIOManager
+from pydantic import Field
+
+from ml_platform import faults
+from ml_platform.ingestion.schemas import ALL_TABLES, TableSpec
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+WAREHOUSE_ENV_VAR = "ML_PLATFORM_WAREHOUSE"
+# Every asset that writes the warehouse runs in this pool; the instance limits it to one slot.
+WAREHOUSE_POOL = "duckdb_warehouse"
+LOCK_RETRY_SECONDS = 120.0
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed; the message names the table and partition."""
+
+
+def ident(name: str) -> str:
+    """Quote a validated SQL identifier; anything else is refused, never interpolated."""
+    # fullmatch: with match, "$" would also accept a name followed by a newline.
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise WarehouseError(f"{name!r} is not a valid table, schema or column name")
+    return f'"{name}"'
+
+
+def connect(path: str | Path, *, read_only: bool = False, timeout: float = LOCK_RETRY_SECONDS):
+    """Open the warehouse, waiting with backoff while another process holds its lock."""
+    path = str(path)
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def table_exists(conn, schema: str, table: str) -> bool:
+    rows = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def _window(table_slice: TableSlice) -> tuple[str, date, date] | None:
+    if not table_slice.partition_dimensions:
+        return None
+    if len(table_slice.partition_dimensions) != 1:
+        raise WarehouseError(f"{table_slice.table}: only one partition dimension is supported")
+    dim = table_slice.partition_dimensions[0]
+    start, end = dim.partitions  # a TimeWindow
+    return dim.partition_expr, _as_date(start), _as_date(end)
+
+
+def _as_date(value: datetime) -> date:
+    if (value.hour, value.minute, value.second, value.microsecond) != (0, 0, 0, 0):
+        raise WarehouseError(f"partition bound {value} is not a day boundary")
+    return value.date()
+
+
+class AtomicDuckDbClient(DbClient):
+    """Runs each output in one transaction: schema, delete of the slice and insert commit together."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = connect(context.resource_config["database"])
+        try:
+            conn.execute("begin transaction")
+            try:
+                yield conn
+                conn.execute("commit")
+            except BaseException:
+                # Best effort: a failed commit has already ended the transaction, and a failing
+                # rollback must not hide the error that caused it.
+                try:
+                    conn.execute("rollback")
+                except duckdb.Error:
+                    pass
+                raise
+        finally:
+            conn.close()
+
+    @staticmethod
+    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
+        connection.execute(f"create schema if not exists {ident(table_slice.schema)}")
+
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        if not table_exists(connection, table_slice.schema, table_slice.table):
+            return
+        target = f"{ident(table_slice.schema)}.{ident(table_slice.table)}"
+        window = _window(table_slice)
+        if window is None:
+            connection.execute(f"delete from {target}")  # noqa: S608 - validated identifiers
+            return
+        column, start, end = window
+        connection.execute(
+            f"delete from {target} where {ident(column)} >= ? and {ident(column)} < ?",  # noqa: S608
+            [start, end],
+        )
+
+    @staticmethod
+    def get_select_statement(table_slice: TableSlice) -> str:
+        """For display in the UI; queries themselves bind their parameters."""
+        sql, params = select_statement(table_slice)
+        for p in params:
+            sql = sql.replace("?", f"DATE '{p.isoformat()}'", 1)
+        return sql
+
+    @staticmethod
+    def get_table_name(table_slice: TableSlice) -> str:
+        return f"{table_slice.schema}.{table_slice.table}"
+
+
+def select_statement(table_slice: TableSlice) -> tuple[str, list[date]]:
+    cols = ", ".join(ident(c) for c in table_slice.columns) if table_slice.columns else "*"
+    sql = f"select {cols} from {ident(table_slice.schema)}.{ident(table_slice.table)}"  # noqa: S608
+    window = _window(table_slice)
+    if window is None:
+        return sql, []
+    column, start, end = window
+    return f"{sql} where {ident(column)} >= ? and {ident(column)} < ? order by all", [start, end]
+
+
+def _declared_spec(table_slice: TableSlice) -> TableSpec | None:
+    spec = ALL_TABLES.get(table_slice.table)
+    return spec if spec is not None and table_slice.schema == "raw" else None
+
+
+def _refuse_rows_outside(table_slice: TableSlice, obj: pd.DataFrame, column: str, start: date, end: date):
+    """Only the window is deleted before the insert, so a row outside it would duplicate (or
+    orphan) another partition's data: such a frame is refused as a whole."""
+    name = f"{table_slice.schema}.{table_slice.table}"
+    if column not in obj.columns:
+        raise WarehouseError(f"{name}: frame lacks the partition column {column!r}")
+    values = pd.to_datetime(obj[column])
+    if values.dt.tz is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    outside = values.isna() | (values < pd.Timestamp(start)) | (values >= pd.Timestamp(end))
+    if outside.any():
+        raise WarehouseError(
+            f"{name}: {int(outside.sum())} row(s) have {column} outside the partition window "
+            f"{start.isoformat()}..{end.isoformat()} (or null); nothing was written"
+        )
+
+
+class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
+    """Stores DataFrames by column name into tables with declared types."""
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
+        target = f"{ident(table_slice.schema)}.{ident(table_slice.table)}"
+        for name in obj.columns:
+            ident(str(name))
+        spec = _declared_spec(table_slice)
+        if not table_exists(connection, table_slice.schema, table_slice.table):
+            if spec is not None:
+                connection.execute(f"create table {target} ({spec.ddl_columns()})")
+            else:
+                connection.register("incoming_frame", obj)
+                connection.execute(f"create table {target} as select * from incoming_frame limit 0")  # noqa: S608
+                connection.unregister("incoming_frame")
+        stored = [r[0] for r in connection.execute(f"describe {target}").fetchall()]  # noqa: S608
+        unknown = [c for c in obj.columns if c not in stored]
+        if unknown:
+            raise WarehouseError(
+                f"{table_slice.schema}.{table_slice.table}: frame has column(s) {', '.join(unknown)} "
+                "that the stored table lacks; migrate the table or drop the columns"
+            )
+        window = _window(table_slice)
+        if window is not None:
+            _refuse_rows_outside(table_slice, obj, *window)
+        if len(obj):
+            connection.register("incoming_frame", obj)
+            connection.execute(f"insert into {target} by name select * from incoming_frame")  # noqa: S608
+            connection.unregister("incoming_frame")
+        faults.reach("warehouse.before_commit")
+        # Dagster records this metadata on every partition of the window: a count is only a
+        # partition's row count when the window is one day; a longer window reports its total apart.
+        rows = int(len(obj))
+        if window is None:
+            counts, extra = {"row_count": rows}, {}
+        elif (window[2] - window[1]).days == 1:
+            counts, extra = {"partition_row_count": rows}, {}
+        else:
+            counts, extra = {}, {"window_row_count": MetadataValue.int(rows)}
+        schema = (
+            spec.dagster_schema()
+            if spec
+            else DagsterTableSchema(
+                columns=[TableColumn(name=str(n), type=str(t)) for n, t in obj.dtypes.items()]
+            )
+        )
+        return {
+            **TableMetadataSet(**counts, storage_kind="duckdb", column_schema=schema),
+            **extra,
+        }
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pd.DataFrame()
+        if not table_exists(connection, table_slice.schema, table_slice.table):
+            raise WarehouseError(
+                f"{table_slice.schema}.{table_slice.table} does not exist yet; materialize "
+                f"{context.asset_key.to_user_string()} first"
+            )
+        sql, params = select_statement(table_slice)
+        return connection.execute(sql, params).fetchdf()
+
+    @property
+    def supported_types(self):
+        return [pd.DataFrame]
+
+
+class WarehouseIOManager(DuckDBIOManager):
+    """DuckDB pandas IO manager with atomic, by-name, parameterized partition writes."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [AtomicPandasTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pd.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=AtomicDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="WarehouseIOManager",
+        )
+
+
+class Warehouse(ConfigurableResource):
+    """Direct access to the warehouse file for checks, dbt and the CLI."""
+
+    path: str = Field(description="Path of the DuckDB warehouse file")
+
+    @contextmanager
+    def connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = connect(self.path, read_only=read_only)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        with self.connection() as conn:
+            return conn.execute(sql, list(params or [])).fetchdf()
+
+    @contextmanager
+    def exported(self) -> Iterator[None]:
+        """Expose this warehouse's path to subprocesses (dbt reads it from the environment)."""
+        previous = os.environ.get(WAREHOUSE_ENV_VAR)
+        os.environ[WAREHOUSE_ENV_VAR] = str(Path(self.path).resolve())
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(WAREHOUSE_ENV_VAR, None)
+            else:
+                os.environ[WAREHOUSE_ENV_VAR] = previous
+
+
+def describe_frame(frame: pd.DataFrame, date_column: str | None = None, preview_rows: int = 5) -> dict:
+    """Metadata a user wants on a table materialization: rows, date range and a preview."""
+    meta: dict = {"rows": MetadataValue.int(int(len(frame)))}
+    if date_column and len(frame):
+        meta["date_range"] = MetadataValue.text(
+            f"{frame[date_column].min():%Y-%m-%d} .. {frame[date_column].max():%Y-%m-%d}"
+        )
+    meta["preview"] = MetadataValue.md(
+        frame.head(preview_rows).to_markdown(index=False) if len(frame) else "_empty_"
+    )
+    return meta

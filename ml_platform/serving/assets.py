@@ -1,0 +1,73 @@
+"""Batch predictions: each day's flights scored by the registered champion."""
+
+import time
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, MetadataValue, Output, asset
+
+import ml_platform.ml.frames as frames_module
+import ml_platform.ml.training as training_module
+from ml_platform.ml.frames import DAY
+from ml_platform.ml.training import score
+from ml_platform.partitions import daily_partitions
+from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
+from ml_platform.resources.policy import ModelPolicy
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
+from ml_platform.versions import module_version
+
+GROUP = "serving"
+CHAMPION_MODEL = AssetKey(["training", "champion_model"])
+
+
+class NoChampionError(RuntimeError):
+    pass
+
+
+@asset(
+    key=["serving", "predictions"],
+    group_name=GROUP,
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    ins={"flight_features": AssetIn(key=AssetKey(["features", "flight_features"]))},
+    deps=[CHAMPION_MODEL],
+    metadata={"partition_expr": DAY},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "mlflow"},
+    code_version=module_version(__name__, training_module, frames_module),
+)
+def predictions(
+    context: AssetExecutionContext, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy
+):
+    """Probability of arriving more than 15 minutes late, per flight, with the model version."""
+    version = mlflow.version_for(CHAMPION)
+    if version is None:
+        raise NoChampionError(
+            f"no version of {mlflow.registered_model_name} carries the alias @champion; "
+            "materialize training/champion_model first"
+        )
+    model = mlflow.load_version(version.version)
+    started = time.perf_counter()
+    frame = score(
+        model, flight_features, policy.decision_threshold, version.version, mlflow.registered_model_name
+    )
+    seconds = time.perf_counter() - started
+    with mlflow.materialization_run(context, tags={"model_version": version.version}) as run:
+        run.log_metrics(
+            {
+                "rows": len(frame),
+                "mean_probability": float(frame.late_probability.mean()) if len(frame) else float("nan"),
+                "predicted_late_rate": float(frame.predicted_late.mean()) if len(frame) else float("nan"),
+                "rows_per_second": len(frame) / seconds if seconds > 0 else float("nan"),
+            }
+        )
+    return Output(
+        frame,
+        metadata={
+            **describe_frame(frame, DAY),
+            **run.dagster_metadata(),
+            "model": f"models:/{mlflow.registered_model_name}/{version.version}",
+            "model_version": str(version.version),
+            "mean_probability": float(frame.late_probability.mean()) if len(frame) else float("nan"),
+            "scoring_rows_per_second": MetadataValue.float(len(frame) / seconds if seconds > 0 else 0.0),
+        },
+    )

@@ -1,0 +1,105 @@
+"""Training set, candidate models, selection and the champion in the MLflow registry."""
+
+from datetime import date
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field, field_validator
+
+import ml_platform.ml.frames as frames_module
+from ml_platform.config import load_settings
+from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
+from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
+from ml_platform.versions import frame_hash, module_version
+
+GROUP = "training"
+FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
+_settings = load_settings()
+
+
+class TrainingWindowConfig(Config):
+    """The cutoff is the first day the model must not have seen; training precedes it."""
+
+    cutoff: str = Field(default="2013-06-01", description="Training cutoff date, YYYY-MM-DD")
+    window_days: int = Field(default=_settings.training_window_days, ge=1, le=366)
+    holdout_days: int = Field(default=_settings.holdout_days, ge=1, le=60)
+
+    @field_validator("cutoff")
+    @classmethod
+    def _is_date(cls, value: str) -> str:
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"cutoff {value!r} is not a date (YYYY-MM-DD)") from exc
+        return value
+
+
+def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
+    return warehouse.query(
+        "select * from features.flight_features where flight_date >= ? and flight_date < ? order by all",
+        [start, end],
+    )
+
+
+@asset(
+    key=["training", "training_set"],
+    group_name=GROUP,
+    deps=[FLIGHT_FEATURES],
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
+    code_version=module_version(__name__, frames_module),
+)
+def training_set(context: AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse):
+    """Labelled flights of the trailing window before the cutoff (train) and the days after it
+    (holdout). Flights without an arrival delay have no label and are left out, never guessed."""
+    cutoff = date.fromisoformat(config.cutoff)
+    windows = training_windows(cutoff, config.window_days, config.holdout_days)
+    features = read_features(warehouse, windows["train"][0], windows["holdout"][1])
+    frame = split_training_set(features, cutoff, config.window_days, config.holdout_days)
+    counts = frame["split"].value_counts().to_dict()
+    for split in ("train", "holdout"):
+        if not counts.get(split):
+            start, end = windows[split]
+            raise ValueError(
+                f"training_set: no labelled features for the {split} window {start}..{end}; "
+                f"materialize features/flight_features for those days first"
+            )
+    days = pd.to_datetime(features[DAY]).dt.date.nunique() if len(features) else 0
+    expected_days = config.window_days + config.holdout_days
+    if days < expected_days:
+        context.log.warning(f"training_set: features cover {days} of {expected_days} days of the window")
+    return Output(
+        frame,
+        # The rows decide the version: the same window over the same features is unchanged.
+        data_version=DataVersion(frame_hash(frame)),
+        metadata={
+            **describe_frame(frame, DAY),
+            "cutoff": config.cutoff,
+            "train_window": f"{windows['train'][0]} .. {windows['train'][1]} (exclusive)",
+            "holdout_window": f"{windows['holdout'][0]} .. {windows['holdout'][1]} (exclusive)",
+            "train_rows": int(counts.get("train", 0)),
+            "holdout_rows": int(counts.get("holdout", 0)),
+            "days_with_features": f"{days} of {expected_days}",
+            "late_rate_train": float(frame.loc[frame.split == "train", LABEL].mean()),
+        },
+    )
+
+
+def champion_summary(mlflow: MlflowTracking) -> dict:
+    version = mlflow.version_for(CHAMPION)
+    if version is None:
+        return {"version": None}
+    return {"version": str(version.version), "tags": dict(version.tags), "run_id": version.run_id}
+
+
+def metadata_table(rows: list[dict]) -> MetadataValue:
+    return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))

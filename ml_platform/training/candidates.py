@@ -1,0 +1,241 @@
+"""Candidate models: one asset each, so they train in parallel, each with launchpad config."""
+
+import json
+from collections.abc import Callable
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+import ml_platform.ml.metrics as metrics_module
+import ml_platform.ml.training as training_module
+from ml_platform.ml import models
+from ml_platform.ml.drift import build_profile
+from ml_platform.ml.frames import CATEGORICAL, DAY, NUMERIC, feature_frame
+from ml_platform.ml.plots import calibration_png, confusion_png, markdown_image, roc_curve_png
+from ml_platform.ml.training import fit_and_evaluate
+from ml_platform.resources.mlflow import MlflowTracking
+from ml_platform.resources.policy import ModelPolicy
+from ml_platform.versions import FORCE_TAG, combine, module_version
+
+GROUP = "training"
+MODEL_IO = "model_io_manager"
+TRAINING_SET = AssetKey(["training", "training_set"])
+FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
+
+
+class LogisticRegressionConfig(Config):
+    C: float = Field(default=1.0, gt=0, description="Inverse regularization strength")
+    max_iter: int = Field(default=500, ge=50)
+    min_frequency: int = Field(default=20, ge=1, description="Rarer categories share one column")
+
+
+class GradientBoostingConfig(Config):
+    learning_rate: float = Field(default=0.08, gt=0, le=1)
+    max_iter: int = Field(default=300, ge=10)
+    max_leaf_nodes: int = Field(default=31, ge=2)
+    l2_regularization: float = Field(default=1.0, ge=0)
+
+
+class RandomForestConfig(Config):
+    n_estimators: int = Field(default=150, ge=10)
+    max_depth: int = Field(default=14, ge=1)
+    min_samples_leaf: int = Field(default=20, ge=1)
+
+
+def train_candidate(
+    context,
+    name: str,
+    pipeline,
+    params: dict,
+    frame: pd.DataFrame,
+    mlflow: MlflowTracking,
+    policy: ModelPolicy,
+):
+    """Fit on the train split, evaluate on the holdout, log everything to one MLflow run.
+    With the same code, training set, hyperparameters and threshold as the last time, the fit
+    is not repeated: the previous model and metrics are reused and reported as unchanged."""
+    train, holdout = frame[frame.split == "train"], frame[frame.split == "holdout"]
+    threshold = policy.decision_threshold
+    cutoff = str(pd.Timestamp(frame["cutoff_date"].iloc[0]).date())
+    lineage = training_lineage(context, train, holdout)
+    fingerprint = combine(
+        CODE_VERSION,
+        name,
+        lineage["training_set_version"],
+        json.dumps(params, sort_keys=True),
+        str(threshold),
+    )
+    previous = previous_summary(context, fingerprint)
+    if previous is not None:
+        with mlflow.materialization_run(
+            context,
+            tags={
+                "candidate": name,
+                "cutoff": cutoff,
+                "unchanged": "true",
+                "reused_run_id": previous["run_id"],
+            },
+        ) as run:
+            run.log_metrics(previous["metrics"])
+        return Output(
+            previous,
+            data_version=DataVersion(fingerprint),
+            metadata={
+                **run.dagster_metadata(),
+                "unchanged": True,
+                "reused_mlflow_run_id": previous["run_id"],
+                "fingerprint": fingerprint,
+                "summary": previous,
+            },
+        )
+    with mlflow.materialization_run(context, tags={"candidate": name, "cutoff": cutoff}) as run:
+        run.log_dataset(train, f"train {lineage['train_window']}", "training")
+        run.log_dataset(holdout, f"holdout {lineage['holdout_window']}", "evaluation")
+        run.log_dict(lineage, "lineage.json")
+        result = fit_and_evaluate(pipeline, train, holdout, threshold)
+        run.log_params(
+            {
+                **params,
+                "candidate": name,
+                "cutoff": cutoff,
+                "threshold": threshold,
+                "train_start": str(train[DAY].min().date()),
+                "holdout_end": str(holdout[DAY].max().date()),
+            }
+        )
+        run.log_metrics(result.metrics)
+        info = run.log_sklearn_model(result.model, feature_frame(train.head(5)))
+        plots = {
+            "roc": roc_curve_png(result.holdout_labels, result.holdout_proba, f"{name}: ROC on holdout"),
+            "calibration": calibration_png(
+                result.holdout_labels, result.holdout_proba, f"{name}: calibration"
+            ),
+            "confusion": confusion_png(
+                result.holdout_labels, result.holdout_proba, threshold, f"{name} @ {threshold}"
+            ),
+        }
+        for plot_name, png in plots.items():
+            run.log_png(png, plot_name)
+        run.log_dict(build_profile(train, NUMERIC, CATEGORICAL), "reference_profile.json")
+    value = {
+        "name": name,
+        "run_id": run.run_id,
+        "model_uri": info.model_uri,
+        "metrics": result.metrics,
+        "params": params,
+        "cutoff": cutoff,
+        "code_version": CODE_VERSION,
+        "lineage": {k: v for k, v in lineage.items() if k != "feature_partitions"},
+    }
+    metadata = {
+        **run.dagster_metadata(),
+        "unchanged": False,
+        "fingerprint": fingerprint,
+        "summary": value,
+        **{k: MetadataValue.float(float(v)) for k, v in result.metrics.items()},
+        "plots": MetadataValue.md("\n\n".join(markdown_image(png, n) for n, png in plots.items())),
+    }
+    return Output(value, metadata=metadata, data_version=DataVersion(fingerprint))
+
+
+def previous_summary(context, fingerprint: str) -> dict | None:
+    """The last materialization's output, if it was computed from exactly these inputs."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or context.run.tags.get(FORCE_TAG):
+        return None
+    metadata = event.asset_materialization.metadata
+    stored = metadata.get("fingerprint")
+    summary = metadata.get("summary")
+    if stored is None or summary is None or stored.value != fingerprint:
+        return None
+    return summary.value
+
+
+def training_lineage(context, train: pd.DataFrame, holdout: pd.DataFrame) -> dict:
+    """Which data a model is trained on: windows, the training set's version and the data
+    version of every feature partition in them."""
+    record = context.instance.get_latest_data_version_record(TRAINING_SET)
+    version = record.asset_materialization.tags.get("dagster/data_version") if record else None
+    days = sorted({d.date().isoformat() for d in pd.to_datetime(pd.concat([train[DAY], holdout[DAY]]))})
+    feature_versions = feature_partition_versions(context.instance, days)
+    return {
+        "training_set_version": version or "unknown",
+        "train_window": f"{train[DAY].min():%Y-%m-%d}..{train[DAY].max():%Y-%m-%d}",
+        "holdout_window": f"{holdout[DAY].min():%Y-%m-%d}..{holdout[DAY].max():%Y-%m-%d}",
+        "feature_partitions": feature_versions,
+        "feature_partition_count": len(feature_versions),
+        "feature_versions_digest": combine(*(f"{d}={v}" for d, v in sorted(feature_versions.items()))),
+    }
+
+
+def feature_partition_versions(instance, days: list[str]) -> dict[str, str]:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=FLIGHT_FEATURES, asset_partitions=days), limit=len(days) * 4
+    ).records
+    versions: dict[str, str] = {}
+    for r in records:  # newest first
+        versions.setdefault(
+            r.partition_key, r.asset_materialization.tags.get("dagster/data_version", "unknown")
+        )
+    return versions
+
+
+CODE_VERSION = module_version(__name__, models, training_module, metrics_module)
+
+
+def build_candidate(name: str, config_cls: type[Config], builder: Callable, description: str):
+    @asset(
+        key=["training", name],
+        group_name=GROUP,
+        description=description,
+        ins={"training_set": AssetIn(key=TRAINING_SET)},
+        io_manager_key=MODEL_IO,
+        kinds={"sklearn", "mlflow"},
+        code_version=CODE_VERSION,
+    )
+    def _candidate(
+        context: AssetExecutionContext,
+        config: config_cls,
+        training_set: pd.DataFrame,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+    ):
+        params = config.model_dump()
+        return train_candidate(context, name, builder(**params), params, training_set, mlflow, policy)
+
+    _candidate.__name__ = name
+    return _candidate
+
+
+candidate_assets = [
+    build_candidate(
+        "candidate_logreg",
+        LogisticRegressionConfig,
+        models.logistic_regression,
+        "Logistic regression on one-hot carriers and airports and scaled numeric features.",
+    ),
+    build_candidate(
+        "candidate_hgb",
+        GradientBoostingConfig,
+        models.hist_gradient_boosting,
+        "Histogram gradient boosting with native categorical splits.",
+    ),
+    build_candidate(
+        "candidate_forest",
+        RandomForestConfig,
+        models.random_forest,
+        "Random forest on ordinal-encoded categoricals.",
+    ),
+]
+CANDIDATE_KEYS = [a.key for a in candidate_assets]

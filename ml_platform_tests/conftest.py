@@ -1,0 +1,75 @@
+"""Shared fixtures: every test gets its own data directory, warehouse file and Dagster instance."""
+
+import os
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, instance_for_test
+
+from ml_platform.config import Settings, load_settings
+from ml_platform.resources import build_resources
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_OUTPUT = Path(os.environ.get("ML_PLATFORM_TEST_OUTPUT", REPO_ROOT / "test-output"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings of the local profile, pointed at a temp data directory."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("ML_PLATFORM_ENV", "local")
+    monkeypatch.setenv("ML_PLATFORM_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("ML_PLATFORM_WAREHOUSE", raising=False)
+    monkeypatch.delenv("ML_PLATFORM_LANDING_ROOT", raising=False)
+    monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+    monkeypatch.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data_dir / "mlflow" / "artifacts"))
+    (data_dir / "mlflow").mkdir(parents=True)
+    return load_settings()
+
+
+@pytest.fixture
+def landing_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Same, but reading upstream from a landing directory instead of the packaged data."""
+    monkeypatch.setenv("ML_PLATFORM_SOURCE", "landing")
+    return load_settings()
+
+
+@pytest.fixture
+def resources(settings: Settings) -> dict:
+    return build_resources(settings)
+
+
+@pytest.fixture
+def landing_resources(landing_settings: Settings) -> dict:
+    return build_resources(landing_settings)
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    """A real (SQLite-backed) Dagster instance in a temp directory."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+def warehouse_count(settings: Settings, sql: str, params=None) -> int:
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()[0][0]
+
+
+__all__ = ["DagsterInstance", "TEST_OUTPUT", "warehouse_count"]
+
+
+@pytest.fixture(autouse=True)
+def _no_definitions_load_context_across_tests():
+    """Dagster keeps the context of the last definitions load in a global, holding the instance
+    it was loaded with; a later test must not reach a previous test's (disposed) instance."""
+    from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
+
+    DefinitionsLoadContext._instance = None
+    yield
+    DefinitionsLoadContext._instance = None

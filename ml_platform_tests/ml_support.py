@@ -1,0 +1,71 @@
+"""Helpers for tests that run the ML assets: a warehouse with features, and run configs."""
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ml_platform.definitions import build_definitions
+from ml_platform.resources import build_resources
+
+RAW_AND_FEATURES = dg.AssetSelection.groups("ingestion", "features")
+TRAINING = dg.AssetSelection.groups("training")
+SERVING = dg.AssetSelection.assets(["serving", "predictions"])
+MONITORING = dg.AssetSelection.assets(["monitoring", "prediction_quality"], ["monitoring", "feature_drift"])
+
+
+def all_definitions():
+    defs = build_definitions()
+    return [*defs.assets, *defs.asset_checks]
+
+
+def materialize_features(settings, instance, start: str, end: str):
+    """Raw data and features for [start, end] (inclusive) in one single-run backfill."""
+    return dg.materialize(
+        all_definitions(),
+        selection=RAW_AND_FEATURES,
+        resources=build_resources(settings),
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+    )
+
+
+def training_config(cutoff: str, window_days: int = 14, holdout_days: int = 4, **candidates) -> dict:
+    ops = {
+        "training__training_set": {
+            "config": {"cutoff": cutoff, "window_days": window_days, "holdout_days": holdout_days}
+        }
+    }
+    for name, params in candidates.items():
+        ops[f"training__{name}"] = {"config": params}
+    return {"ops": ops}
+
+
+def train(settings, instance, run_config: dict, raise_on_error: bool = True):
+    return dg.materialize(
+        all_definitions(),
+        selection=TRAINING,
+        resources=build_resources(settings),
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def predict(
+    settings, instance, partition_key: str, selection=SERVING, raise_on_error: bool = True, **overrides
+):
+    return dg.materialize(
+        all_definitions(),
+        selection=selection,
+        resources={**build_resources(settings), **overrides},
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=raise_on_error,
+    )
+
+
+# Deliberately weak hyperparameters: a model the gate must refuse against a good champion.
+WEAK_CANDIDATES = {
+    "candidate_logreg": {"C": 1e-6, "max_iter": 50, "min_frequency": 100000},
+    "candidate_hgb": {"learning_rate": 0.001, "max_iter": 10, "max_leaf_nodes": 2, "l2_regularization": 0.0},
+    "candidate_forest": {"n_estimators": 10, "max_depth": 1, "min_samples_leaf": 5000},
+}

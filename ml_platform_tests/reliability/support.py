@@ -1,0 +1,483 @@
+"""Shared parts of the fault-injection suite: a platform environment in a temp directory, a real
+``dagster dev`` (webserver, daemon, code server) over it, subprocess runs that can be killed, and
+warehouse snapshots to compare before and after a fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import yaml
+
+from ml_platform.config import Settings, load_settings
+from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
+from ml_platform_tests.services import BIN, free_port, process, wait_for_http
+
+OUTPUT = TEST_OUTPUT / "reliability"
+# Variables that must not leak into an environment from the developer's shell.
+CLEARED = (
+    "ML_PLATFORM_WAREHOUSE",
+    "ML_PLATFORM_LANDING_ROOT",
+    "ML_PLATFORM_KILL_AT",
+    "ML_PLATFORM_ALERT_WEBHOOK_URL",
+    "ML_PLATFORM_PARTITION_START",
+    "ML_PLATFORM_PARTITION_END",
+    "ML_PLATFORM_MLFLOW_ARTIFACTS",
+    "ML_PLATFORM_PROMOTION_AUC_FLOOR",
+    "DAGSTER_HOME",
+)
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+RUN_WAIT_SECONDS = 600
+
+
+def instance_yaml(**overrides) -> str:
+    """The local instance configuration (deploy/dagster.local.yaml) with test overrides merged in:
+    run monitoring polls every two seconds so a dead run is noticed quickly."""
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.local.yaml").read_text())
+    config["run_monitoring"]["poll_interval_seconds"] = 2
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return yaml.safe_dump(config)
+
+
+@dataclass
+class PlatformEnv:
+    """A whole platform under one temp root: data directory, warehouse, landing zone, MLflow store
+    and a persistent Dagster home that subprocesses and daemons share."""
+
+    root: Path
+    source: str = "packaged"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.data / "warehouse.duckdb"
+
+    @property
+    def landing(self) -> Path:
+        return self.data / "landing"
+
+    def variables(self) -> dict[str, str]:
+        values = {
+            "ML_PLATFORM_ENV": "local",
+            "ML_PLATFORM_DATA_DIR": str(self.data),
+            "ML_PLATFORM_SOURCE": self.source,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{self.data / 'mlflow' / 'mlflow.db'}",
+            "ML_PLATFORM_MLFLOW_ARTIFACTS": str(self.data / "mlflow" / "artifacts"),
+            "ML_PLATFORM_AUTOMATION": "off",
+            "DAGSTER_HOME": str(self.home),
+            **self.extra,
+        }
+        if values["MLFLOW_TRACKING_URI"].startswith("http"):
+            del values["ML_PLATFORM_MLFLOW_ARTIFACTS"]  # the server keeps the artifacts
+        return values
+
+    def settings(self) -> Settings:
+        return load_settings()
+
+    @contextmanager
+    def active(self) -> Iterator[tuple[Settings, dg.DagsterInstance]]:
+        """This environment applied to ``os.environ``, with its instance open."""
+        # Entered, the instance is also the current one for definitions loading (Dagster keeps
+        # that in a context variable, which a stale instance elsewhere must not shadow).
+        with _environ(self.variables()), dg.DagsterInstance.from_config(str(self.home)) as instance:
+            yield self.settings(), instance
+
+
+@contextmanager
+def platform(root: Path, source: str = "packaged", *, instance_config: str | None = None, **extra: str):
+    """Create a ``PlatformEnv`` under ``root``, apply it to this process's environment
+    (subprocesses inherit it) and open its Dagster instance."""
+    env = PlatformEnv(root, source, dict(extra))
+    (env.data / "mlflow").mkdir(parents=True, exist_ok=True)
+    env.home.mkdir(parents=True, exist_ok=True)
+    (env.home / "dagster.yaml").write_text(instance_config or instance_yaml())
+    with env.active() as (settings, instance):
+        yield env, settings, instance
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in (*values, *CLEARED)}
+    for name in CLEARED:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- the warehouse ---------------------------------------------------------------------------------
+
+
+def query(path: Path, sql: str, params=None) -> pd.DataFrame:
+    """Read the warehouse as a reader would: a read-only connection, opened and closed."""
+    from ml_platform.resources.warehouse import connect
+
+    conn = connect(path, read_only=True, timeout=60)
+    try:
+        return conn.execute(sql, list(params or [])).fetchdf()
+    finally:
+        conn.close()
+
+
+def scalar(path: Path, sql: str, params=None):
+    return query(path, sql, params).iloc[0, 0]
+
+
+def partition(path: Path, table: str, column: str, day: str) -> pd.DataFrame:
+    """Every row of one day of a table, in a canonical order, for exact comparison."""
+    sql = f"select * from {table} where {column} = ?::date order by all"  # noqa: S608 - test constants
+    return query(path, sql, [day]).reset_index(drop=True)
+
+
+def table_exists(path: Path, schema: str, table: str) -> bool:
+    if not path.exists():
+        return False
+    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
+    return bool(scalar(path, sql, [schema, table]))
+
+
+# --- subprocess runs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    returncode: int
+    output: str
+
+    @property
+    def killed(self) -> bool:
+        return self.returncode == -9
+
+
+def run_assets(
+    selection: list[str],
+    *,
+    partition: str | None = None,
+    last: str | None = None,
+    kill_at: str | None = None,
+    dbt_kill_at_insert: bool = False,
+    tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    log: Path,
+    timeout: float = 600,
+) -> Finished:
+    """Materialize ``selection`` in a child process (``python -m ...run_assets``) against the
+    current environment's instance and warehouse; the child may SIGKILL itself at a fault point."""
+    args = [sys.executable, "-m", "ml_platform_tests.reliability.run_assets", "--select", ",".join(selection)]
+    if partition:
+        args += ["--partition", partition]
+    if last:
+        args += ["--last", last]
+    if dbt_kill_at_insert:
+        args += ["--dbt-kill-at-insert"]
+    if tags:
+        args += ["--tags", json.dumps(tags)]
+    if run_config:
+        args += ["--run-config", json.dumps(run_config)]
+    env = {**os.environ}
+    if kill_at:
+        env["ML_PLATFORM_KILL_AT"] = kill_at
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    return Finished(proc.returncode if code is None else code, log.read_text(errors="replace"))
+
+
+# --- dagster dev -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DevServer:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query_text: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query_text, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - loopback test server
+            payload = json.loads(resp.read())
+        if payload.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def wait_for_code_location(self, timeout: float = 240) -> None:
+        text = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+            name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.tail()
+            entries = self.graphql(text)["workspaceOrError"].get("locationEntries", [])
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                errors = [e["locationOrLoadError"] for e in entries]
+                assert all(e["__typename"] == "RepositoryLocation" for e in errors), errors
+                return
+            time.sleep(1)
+        raise TimeoutError(f"code location did not load within {timeout:.0f}s: {self.tail()}")
+
+    def submit(self, job: str, *, tags: dict[str, str], run_config: dict | None = None) -> str:
+        from dagster_graphql import DagsterGraphQLClient
+
+        client = DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=120)
+        return client.submit_job_execution(job, run_config=run_config or {}, tags=tags)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@contextmanager
+def dagster_dev(name: str, **env: str) -> Iterator[DevServer]:
+    """``dagster dev`` over the current environment's DAGSTER_HOME (queued coordinator, daemon,
+    run monitoring, one code server), as ``make dev`` starts it."""
+    port = free_port()
+    log = OUTPUT / name / "dagster-dev.log"
+    args = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+    with process(args, log, env=env, cwd=REPO_ROOT) as proc:
+        wait_for_http(f"http://127.0.0.1:{port}/server_info", timeout=240, proc=proc, log=log)
+        server = DevServer(proc, port, log)
+        server.wait_for_code_location()
+        yield server
+
+
+def wait_for_runs(
+    instance: dg.DagsterInstance, run_ids: list[str], timeout: float = RUN_WAIT_SECONDS, server=None
+) -> list[dg.DagsterRun]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = instance.get_runs(dg.RunsFilter(run_ids=run_ids))
+        if len(runs) == len(run_ids) and all(r.is_finished for r in runs):
+            return runs
+        if server is not None:
+            assert server.proc.poll() is None, server.tail()
+        if time.monotonic() > deadline:
+            states = {r.run_id[:8]: r.status.value for r in runs}
+            raise TimeoutError(f"runs not finished after {timeout:.0f}s: {states}")
+        time.sleep(1)
+
+
+def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Step and run failure messages of a run, with their causes."""
+    out = []
+    for kind in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
+        for record in instance.get_records_for_run(run_id, of_type=kind).records:
+            event = record.event_log_entry.dagster_event
+            out.append(event.message or "")
+            data = event.event_specific_data
+            error = getattr(data, "error", None)
+            while error is not None:
+                out.append(error.message)
+                error = error.cause
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        message = record.event_log_entry.dagster_event.message or ""
+        if "terminated" in message or "signal" in message or "failed" in message.lower():
+            out.append(message)
+    return out
+
+
+def max_overlap(runs: list, instance: dg.DagsterInstance) -> int:
+    """The largest number of these runs that were in progress at the same moment."""
+    records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in runs]))
+    edges = []
+    for record in records:
+        if record.start_time and record.end_time:
+            edges += [(record.start_time, 1), (record.end_time, -1)]
+    current = best = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        current += delta
+        best = max(best, current)
+    return best
+
+
+# --- a trained platform ------------------------------------------------------------------------------
+
+FEATURE_DAYS = ("2013-01-05", "2013-01-14")
+CUTOFF, WINDOW_DAYS, HOLDOUT_DAYS = "2013-01-12", 7, 3
+
+
+@dataclass
+class TrainedPlatform:
+    """Features for ten January days, a real ``mlflow server`` and a champion trained on them."""
+
+    env: PlatformEnv
+    mlflow_url: str
+
+    def run_config(self, **candidates) -> dict:
+        from ml_platform_tests.ml_support import training_config
+
+        return training_config(CUTOFF, WINDOW_DAYS, HOLDOUT_DAYS, **candidates)
+
+    def active(self):
+        return self.env.active()
+
+
+# --- a faulty network path to MLflow ----------------------------------------------------------------
+
+
+class FaultProxy:
+    """A small HTTP proxy in front of a real ``mlflow server`` that injects faults: answer 503 to
+    the next ``fail_next`` requests (or to every request while ``down``, or to requests whose
+    path contains one of ``fail_paths``), or hold each response ``delay`` seconds. Everything else
+    is forwarded unchanged. ``seen`` records (method, path, status) of every request."""
+
+    HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te", "trailer"}
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.fail_next = 0
+        self.down = False
+        self.fail_paths: tuple[tuple[str, str], ...] = ()  # (method or "*", path fragment)
+        self.delay = 0.0
+        self.seen: list[tuple[str, str, int]] = []
+        self.authorization: set[str] = set()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.headers.get("Authorization"):
+                    proxy.authorization.add(self.headers["Authorization"])
+                status = proxy._fault(self.command, self.path)
+                if status:
+                    payload = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "injected fault"}'
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if proxy.delay:
+                    time.sleep(proxy.delay)
+                import http.client
+
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                with proxy._lock:
+                    proxy.seen.append((self.command, self.path, resp.status))
+                try:
+                    self.send_response(resp.status)
+                    for key, value in resp.getheaders():
+                        if key.lower() not in proxy.HOP and key.lower() != "content-length":
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _fault(self, method: str, path: str) -> int:
+        with self._lock:
+            failing = self.down or any(
+                (m in ("*", method)) and fragment in path for m, fragment in self.fail_paths
+            )
+            if not failing and self.fail_next > 0:
+                self.fail_next -= 1
+                failing = True
+            if failing:
+                self.seen.append((method, path, 503))
+            return 503 if failing else 0
+
+    def url(self, credentials: str | None = None) -> str:
+        auth = f"{credentials}@" if credentials else ""
+        return f"http://{auth}127.0.0.1:{self.port}"
+
+    def heal(self) -> None:
+        with self._lock:
+            self.fail_next, self.down, self.fail_paths, self.delay = 0, False, (), 0.0
+
+    def count(self, status: int) -> int:
+        with self._lock:
+            return sum(1 for _, _, s in self.seen if s == status)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- killed runs ----------------------------------------------------------------------------------
+
+POOL = "duckdb_warehouse"
+
+
+def reap_killed_runs(instance: dg.DagsterInstance) -> list[str]:
+    """For runs whose process was SIGKILLed outside the daemon, do what the platform does for a
+    daemon-launched one: mark the run failed (the code server's orphan check) and free the pool
+    slots it held (run monitoring's ``free_slots_after_run_end_seconds``). Without this a killed
+    bare process keeps the warehouse slot and every later write waits for it forever."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    for run in runs:
+        instance.report_run_failed(run, "run process was killed (fault injection)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return [r.run_id for r in runs]
+
+
+def claimed_slots(instance: dg.DagsterInstance, pool: str = POOL) -> list:
+    return list(instance.event_log_storage.get_concurrency_info(pool).claimed_slots)

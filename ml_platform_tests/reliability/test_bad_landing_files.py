@@ -1,0 +1,430 @@
+"""Bad landing files, each delivered for its own day next to a good weather file, and taken both
+ways a file travels: the landing sensor's tick (which validates new files before requesting a
+run) and a run of the raw assets for that day (which is what a manual or scheduled run does).
+
+Each gives a clear error or failed blocking check naming the file and the problem; the day's
+features are not built; the day ingested before is untouched; and once good files replace the
+bad ones, the sensor requests those days and they ingest.
+
+Unit-level refusals of ``LandingSource`` live in ``test_landing.py``; this is the end-to-end view.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from unittest import mock
+
+import dagster as dg
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+import ml_platform.ingestion.source as source_module
+from ml_platform.automation.landing_scan import load_cursor
+from ml_platform.automation.sensors import landing_sensor
+from ml_platform.definitions import build_definitions
+from ml_platform.features.assets import dbt_features
+from ml_platform.ingestion.assets import raw_reference_assets
+from ml_platform.ingestion.landing import land_days
+from ml_platform.ingestion.source import LandingSource, PackagedSource, SourceError, write_frame_atomically
+from ml_platform.resources import build_resources
+from ml_platform_tests.ml_support import all_definitions
+from ml_platform_tests.reliability.support import partition, platform, scalar
+
+BASE = date(2013, 2, 1)  # ingested before any bad file arrives
+FEATURES = dg.AssetKey(["features", "flight_features"])
+RAW = [dg.AssetKey(["raw", "flights"]), dg.AssetKey(["raw", "weather"])]
+INGEST = [*RAW, *dbt_features.keys]
+
+
+@dataclass
+class World:
+    env: object
+    settings: object
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    cursor: str | None
+    baseline: dict[str, pd.DataFrame]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-files")
+    with platform(root, "landing") as (env, settings, instance):
+        land_days(BASE, 1, env.landing, echo=lambda _: None)
+        resources = build_resources(settings)
+        assert dg.materialize(raw_reference_assets, resources=resources, instance=instance).success
+        defs = build_definitions(settings)
+        first, _ = tick(defs, instance, None)
+        assert [
+            r.partition_key or r.tags["dagster/asset_partition_range_start"] for r in first.run_requests
+        ] == [BASE.isoformat()]
+        assert ingest(instance, settings, BASE).success
+        baseline = {
+            "raw": partition(env.warehouse, "raw.flights", "flight_date", BASE.isoformat()),
+            "features": partition(env.warehouse, "features.flight_features", "flight_date", BASE.isoformat()),
+        }
+        yield World(env, settings, instance, defs, first.cursor, baseline)
+
+
+def tick(defs, instance, cursor):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+    ) as context:
+        return landing_sensor(context), context
+
+
+def ingest(instance, settings, day: date, raise_on_error: bool = True):
+    return dg.materialize(
+        all_definitions(),
+        selection=INGEST,
+        resources=build_resources(settings),
+        instance=instance,
+        partition_key=day.isoformat(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def good_frame(day: date) -> pd.DataFrame:
+    return PackagedSource().read_days("flights", day, day + timedelta(days=1)).frame
+
+
+def deliver_weather(root: Path, day: date) -> None:
+    frame = PackagedSource().read_days("weather", day, day + timedelta(days=1)).frame
+    write_frame_atomically(frame, root / "weather" / f"{day.isoformat()}.parquet")
+
+
+# --- the bad deliveries -----------------------------------------------------------------------------
+
+
+def empty(root, day):
+    path = root / "flights" / f"{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def truncated_parquet(root, day):
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def csv_missing_column(root, day):
+    path = root / "flights" / f"{day}.csv"
+    write_frame_atomically(good_frame(day).drop(columns=["distance"]), path)
+    return path
+
+
+def extra_column(root, day):
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day).assign(gate_number="B12"), path)
+    return path
+
+
+def wrong_type(root, day):
+    frame = good_frame(day).astype({"dep_delay": object})
+    frame.loc[7, "dep_delay"] = "late"
+    path = root / "flights" / f"{day}.csv"
+    write_frame_atomically(frame, path)
+    return path
+
+
+def another_days_rows(root, day):
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day - timedelta(days=1)), path)
+    return path
+
+
+def duplicate_keys(root, day):
+    frame = good_frame(day)
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(pd.concat([frame, frame.head(4)], ignore_index=True), path)
+    return path
+
+
+def negative_distance(root, day):
+    frame = good_frame(day)
+    frame.loc[[3, 9], "distance"] = -250.0
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(frame, path)
+    return path
+
+
+def null_keys(root, day):
+    frame = good_frame(day)
+    frame.loc[[2, 5], "carrier"] = None
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(frame, path)
+    return path
+
+
+def not_a_date(root, day):
+    path = root / "flights" / f"{day:%Y%m%d}.parquet"
+    write_frame_atomically(good_frame(day), path)
+    return path
+
+
+def symlink_outside(root, day):
+    outside = root.parent / "outside" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day), outside)
+    path = root / "flights" / f"{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(outside)
+    return path
+
+
+def dotdot_outside(root, day):
+    """A relative link that climbs out with ``..``."""
+    outside = root.parent / "dotdot" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day), outside)
+    path = root / "flights" / f"{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(Path("..") / ".." / "dotdot" / f"{day}.parquet")
+    return path
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    offset: int  # day after BASE
+    deliver: Callable[[Path, date], Path]
+    # "read": refused when read (sensor skips it, run fails); "check": read fine, a blocking
+    # check fails; "warn": ingested with a warning; "absent": not a delivery for any day.
+    stage: str
+    problem: tuple[str, ...]
+    check: str | None = None
+
+
+CASES = [
+    Case("empty file", 1, empty, "read", ("file is empty (0 bytes)",)),
+    Case("truncated Parquet", 2, truncated_parquet, "read", ("unreadable parquet file",)),
+    Case("CSV with a missing column", 3, csv_missing_column, "read", ("missing column(s) distance",)),
+    Case("extra unknown column", 4, extra_column, "warn", ("ignored unknown column(s) gate_number",)),
+    Case(
+        "column of the wrong type",
+        5,
+        wrong_type,
+        "read",
+        ("column 'dep_delay'", "does not convert to DOUBLE"),
+    ),
+    Case(
+        "rows dated outside the file's day", 6, another_days_rows, "read", ("dated outside the file's day",)
+    ),
+    Case("duplicate flight keys", 7, duplicate_keys, "check", ("duplicate_rows",), "key_unique"),
+    Case("negative distance", 8, negative_distance, "check", ("distance",), "values_in_range"),
+    Case("nulls in key columns", 9, null_keys, "read", ("null values in required column(s) carrier (2)",)),
+    Case("file name that is not a date", 10, not_a_date, "absent", ("file name is not <YYYY-MM-DD>",)),
+    Case(
+        "symlink to a file outside the landing root",
+        11,
+        symlink_outside,
+        "read",
+        ("outside the landing root",),
+    ),
+    Case(
+        "relative '..' link outside the landing root",
+        12,
+        dotdot_outside,
+        "read",
+        ("outside the landing root",),
+    ),
+]
+
+
+def _clear(message: str, path: Path, case: Case) -> bool:
+    return str(path.name) in message and all(p in message for p in case.problem)
+
+
+def _run_error(result) -> str:
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause
+    return "\n".join(messages)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_bad_delivery_is_refused_clearly_and_harms_nothing_else(world, case, record):
+    """One bad landing file: sensor and raw run both name the file and the problem."""
+    day = BASE + timedelta(days=case.offset)
+    root = world.env.landing
+    deliver_weather(root, day)
+    path = case.deliver(root, day)
+
+    # 1. The landing sensor's tick.
+    result, _ = tick(world.defs, world.instance, world.cursor)
+    world.cursor = result.cursor
+    requested = {r.tags.get("dagster/asset_partition_range_start") for r in result.run_requests or []}
+    files = load_cursor(result.cursor)
+    state = files.get(f"flights/{path.name}")
+    if case.stage in ("read", "absent"):
+        assert day.isoformat() not in requested
+        assert state is not None and state.status == "rejected", state
+        sensor_says = state.problem
+        assert _clear(sensor_says, path, case), sensor_says
+    else:
+        assert requested == {day.isoformat()}, requested
+        assert state is not None and state.status == "ok"
+        sensor_says = (
+            f"requested {day} (unknown column ignored)"
+            if case.stage == "warn"
+            else f"requested {day} (the file reads; the blocking checks judge its rows)"
+        )
+
+    # 2. A run of the day: raw assets and the features built from them.
+    run = ingest(world.instance, world.settings, day, raise_on_error=False)
+    materialized = {m.asset_key for m in run.get_asset_materialization_events()}
+    if case.stage == "warn":
+        assert run.success
+        warnings = [
+            e.message
+            for e in world.instance.all_logs(run.run_id)
+            if e.level >= 30 and e.user_message and case.problem[0] in e.user_message
+        ]
+        assert warnings and str(path) in warnings[0], warnings
+        stored = partition(world.env.warehouse, "raw.flights", "flight_date", day.isoformat())
+        assert "gate_number" not in stored.columns and len(stored) == len(good_frame(day))
+        run_says = warnings[0]
+        clear = True
+    elif case.stage == "check":
+        assert not run.success
+        evaluation = next(e for e in run.get_asset_check_evaluations() if e.check_name == case.check)
+        assert not evaluation.passed
+        assert FEATURES not in materialized
+        raw_event = next(m for m in run.get_asset_materialization_events() if m.asset_key == RAW[0])
+        source = raw_event.materialization.metadata["source"].value
+        details = ", ".join(
+            f"{k}={v.value}" for k, v in evaluation.metadata.items() if k in ("duplicate_rows", "by_column")
+        )
+        run_says = f"blocking check {case.check} failed ({details}); the materialization's source is {source}"
+        assert str(path) in source
+        assert any(p in run_says for p in case.problem), run_says
+        clear = True
+    else:
+        assert not run.success
+        assert FEATURES not in materialized and RAW[0] not in materialized
+        run_says = _run_error(run)
+        if case.stage == "absent":
+            assert f"flights/{day.isoformat()}: no landed file" in run_says, run_says
+        else:
+            assert _clear(run_says, path, case), run_says
+        clear = True
+
+    # 3. Nothing else was touched; the day has no features.
+    assert int(
+        scalar(
+            world.env.warehouse, "select count(*) from features.flight_features where flight_date = ?", [day]
+        )
+    ) == (len(good_frame(day)) if case.stage == "warn" else 0)
+    assert_frame_equal(
+        partition(world.env.warehouse, "raw.flights", "flight_date", BASE.isoformat()), world.baseline["raw"]
+    )
+    assert_frame_equal(
+        partition(world.env.warehouse, "features.flight_features", "flight_date", BASE.isoformat()),
+        world.baseline["features"],
+    )
+    record(
+        fault=f"landing file: {case.name}",
+        expected="clear error naming file and problem; other partitions untouched"
+        if case.stage != "warn"
+        else "ingested, unknown column ignored with a warning naming file and column",
+        observed=f"sensor: {sensor_says} | run: {run_says.splitlines()[0] if run_says else ''}",
+        bad_input=True,
+        clear_error=clear,
+    )
+
+
+def test_a_file_that_changes_while_being_read_is_refused_then_read_again(world, record):
+    """The file is replaced between the two stat calls around the read (deterministically)."""
+    day = BASE + timedelta(days=13)
+    root = world.env.landing
+    deliver_weather(root, day)
+    path = root / "flights" / f"{day}.parquet"
+    write_frame_atomically(good_frame(day).iloc[:-1], path)  # a first, incomplete version
+    real_read = source_module._read_file
+
+    def read_then_replace(file, spec=None):
+        frame = real_read(file, spec)
+        if Path(file) == path:
+            # Upstream writes the complete file while we were reading the previous one.
+            write_frame_atomically(good_frame(day), path)
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        return frame
+
+    with mock.patch.object(source_module, "_read_file", read_then_replace):
+        result, _ = tick(world.defs, world.instance, world.cursor)
+    state = load_cursor(result.cursor)[f"flights/{path.name}"]
+    assert state.status == "rejected" and "changed while it was being read" in state.problem
+    assert str(path) in state.problem
+    write_frame_atomically(good_frame(day).iloc[:-1], path)
+    with mock.patch.object(source_module, "_read_file", read_then_replace):
+        run = ingest(world.instance, world.settings, day, raise_on_error=False)
+    run_says = _run_error(run)
+    assert not run.success and "changed while it was being read" in run_says and str(path) in run_says
+    # The next tick sees a changed file, validates it again and requests the day.
+    again, _ = tick(world.defs, world.instance, result.cursor)
+    world.cursor = again.cursor
+    assert {r.tags.get("dagster/asset_partition_range_start") for r in again.run_requests or []} == {
+        day.isoformat()
+    }
+    record(
+        fault="landing file replaced while being read (between the size/mtime checks around the read)",
+        expected="refused naming the file; the next sensor tick reads it again and requests the day",
+        observed=f"sensor: {state.problem} | run: {run_says.splitlines()[0]} | next tick requested {day}",
+        bad_input=True,
+        clear_error=True,
+    )
+
+
+def test_good_files_replacing_the_bad_ones_go_through(world, record):
+    """After the bad deliveries, upstream re-delivers good files: they are requested and ingest."""
+    days = [BASE + timedelta(days=c.offset) for c in CASES]
+    root = world.env.landing
+    for folder in ("flights", "weather"):
+        for path in (root / folder).iterdir():
+            if path.name != f"{BASE}.parquet":
+                path.unlink()
+    land_days(days[0], len(days), root, reference=False, echo=lambda _: None)
+    result, _ = tick(world.defs, world.instance, world.cursor)
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in result.run_requests
+    ]
+    assert ranges == [(days[0].isoformat(), days[-1].isoformat())], ranges
+    run = dg.materialize(
+        all_definitions(),
+        selection=INGEST,
+        resources=build_resources(world.settings),
+        instance=world.instance,
+        tags=result.run_requests[0].tags,
+    )
+    assert run.success
+    counts = world.env.warehouse
+    expected = sum(len(good_frame(d)) for d in days)
+    stored = int(
+        scalar(
+            counts,
+            "select count(*) from features.flight_features where flight_date between ? and ?",
+            [days[0], days[-1]],
+        )
+    )
+    assert stored == expected
+    assert LandingSource(root=str(root)).available_days("flights")[-1] == days[-1]
+    with pytest.raises(SourceError, match="outside the landing root"):
+        LandingSource(root=str(root)).resolve("flights/../../outside/x.parquet")
+    record(
+        fault="good files re-delivered after every bad one",
+        expected="the sensor requests the days again and they ingest completely",
+        observed=f"one range request {ranges[0][0]}..{ranges[0][1]}; {stored} feature rows "
+        f"(expected {expected})",
+    )

@@ -1,0 +1,111 @@
+"""The code location loads, and the foundation's assets carry the policies the platform relies on."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
+
+from ml_platform.config import DBT_PROJECT_DIR, REPO_ROOT
+from ml_platform.features.assets import dbt_features, dbt_project
+from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.ingestion.quality import DAILY_CHECKS, REFERENCE_CHECKS
+from ml_platform.partitions import daily_partitions
+from ml_platform.resources.warehouse import WAREHOUSE_POOL
+
+FEATURES = AssetKey(["features", "flight_features"])
+
+
+def test_dagster_definitions_validate(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ML_PLATFORM_ENV": "local",
+        "ML_PLATFORM_DATA_DIR": str(data),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow' / 'mlflow.db'}",
+        "ML_PLATFORM_MLFLOW_ARTIFACTS": str(data / "mlflow" / "artifacts"),
+    }
+    for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT", "ML_PLATFORM_SOURCE"):
+        env.pop(name, None)
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "ml_platform.definitions"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "All code locations passed validation" in output
+
+
+def test_the_partitioning_is_the_2013_day_range():
+    assert isinstance(daily_partitions, DailyPartitionsDefinition)
+    keys = daily_partitions.get_partition_keys()
+    assert (keys[0], keys[-1], len(keys)) == ("2013-01-01", "2013-12-31", 365)
+    assert daily_partitions.timezone == "UTC"
+
+
+def test_every_warehouse_writer_shares_one_pool():
+    for assets_def in [*raw_daily_assets, *raw_reference_assets, dbt_features]:
+        assert assets_def.node_def.pool == WAREHOUSE_POOL, assets_def.keys
+
+
+def test_partitioned_assets_backfill_in_a_single_run():
+    for assets_def in [*raw_daily_assets, dbt_features]:
+        assert assets_def.partitions_def == daily_partitions, assets_def.keys
+        assert assets_def.backfill_policy == BackfillPolicy.single_run(), assets_def.keys
+    for assets_def in raw_reference_assets:
+        assert assets_def.partitions_def is None
+
+
+def test_raw_checks_are_declared_with_their_blocking_flags():
+    for assets_defs, declared in ((raw_daily_assets, DAILY_CHECKS), (raw_reference_assets, REFERENCE_CHECKS)):
+        for assets_def in assets_defs:
+            (key,) = assets_def.keys
+            assert key.path[0] == "raw"
+            specs = sorted((s.name, s.blocking) for s in assets_def.check_specs)
+            assert specs == sorted(declared), key
+            assert all(s.asset_key == key for s in assets_def.check_specs)
+            expected = {"flights": "flight_date", "weather": "weather_date"}.get(key.path[1])
+            assert assets_def.metadata_by_key[key].get("partition_expr") == expected
+
+
+def test_dbt_features_depend_on_the_raw_tables_and_expose_their_tests_as_checks():
+    keys = {k.to_user_string() for k in dbt_features.keys}
+    staging = {"staging/stg_flights", "staging/stg_weather", "staging/stg_planes"}
+    assert keys == {*staging, "features/flight_features"}
+    deps = {k.to_user_string() for k in dbt_features.dependency_keys}
+    assert {"raw/flights", "raw/weather", "raw/planes"} <= deps
+    assert set(dbt_features.group_names_by_key.values()) == {"features"}
+    for assets_def in [*raw_daily_assets, *raw_reference_assets]:
+        assert set(assets_def.group_names_by_key.values()) == {"ingestion"}
+
+    checks = {s.name: s for s in dbt_features.check_specs if s.asset_key == FEATURES}
+    for name in (
+        "unique_in_window_flight_features_flight_id",
+        "not_null_flight_features_flight_id",
+        "row_count_matches_flights_flight_features_",
+        "weather_joined_flight_features_",
+    ):
+        assert name in checks
+    assert checks["unique_in_window_flight_features_flight_id"].blocking
+    assert not checks["weather_joined_flight_features_"].blocking  # severity: warn
+
+
+def test_the_feature_model_is_incremental_and_the_manifest_is_prepared():
+    assert Path(dbt_project.manifest_path).is_file()
+    assert Path(dbt_project.manifest_path).is_relative_to(DBT_PROJECT_DIR)
+    manifest = json.loads(Path(dbt_project.manifest_path).read_text())
+    model = manifest["nodes"]["model.ml_platform.flight_features"]
+    assert model["config"]["materialized"] == "incremental"
+    assert model["config"]["contract"]["enforced"]
+    assert "is_incremental()" in json.dumps(model["config"]["pre-hook"])
+    assert model["config"]["schema"] == "features"

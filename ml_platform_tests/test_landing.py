@@ -1,0 +1,427 @@
+"""The landing directory as upstream: the ``land`` command, what ``LandingSource`` refuses, and a
+corrupted delivery stopped by the blocking raw checks before it reaches the dbt features."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from dagster import (
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    instance_for_test,
+    materialize,
+)
+from pandas.testing import assert_frame_equal
+
+from ml_platform.cli import main
+from ml_platform.config import Settings, load_settings
+from ml_platform.features.assets import dbt_features
+from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.ingestion.landing import land_days
+from ml_platform.ingestion.schemas import DAILY_TABLES, FLIGHTS, REFERENCE_TABLES
+from ml_platform.ingestion.source import (
+    REFERENCE_DIR,
+    LandingSource,
+    PackagedSource,
+    SourceError,
+    day_of_file,
+    read_day_file,
+    write_frame_atomically,
+)
+from ml_platform.resources import build_resources
+
+JAN1, JAN2 = date(2013, 1, 1), date(2013, 1, 2)
+FEATURES = AssetKey(["features", "flight_features"])
+RAW_FLIGHTS = AssetKey(["raw", "flights"])
+
+
+def _next(day: date) -> date:
+    return day + timedelta(days=1)
+
+
+# --- the land command ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_land_command_writes_days_the_landing_source_reads_back_identically(tmp_path, fmt, capsys):
+    root = tmp_path / "landing"
+    # The year's end (2013-12-31 has no weather at all) and the autumn DST change (a local hour twice).
+    assert main(["land", "--start", "2013-12-29", "--days", "3", "--to", str(root), "--format", fmt]) == 0
+    assert main(["land", "--start", "2013-11-02", "--days", "2", "--to", str(root), "--format", fmt]) == 0
+    assert "landed 2013-12-31 (3/3)" in capsys.readouterr().out
+
+    days = [date(2013, 11, 2), date(2013, 11, 3), date(2013, 12, 29), date(2013, 12, 30), date(2013, 12, 31)]
+    for table in DAILY_TABLES:
+        assert sorted(p.name for p in (root / table).iterdir()) == [f"{d}.{fmt}" for d in days]
+    assert sorted(p.name for p in (root / REFERENCE_DIR).iterdir()) == sorted(
+        f"{t}.parquet" for t in REFERENCE_TABLES
+    )
+
+    landing, packaged = LandingSource(root=str(root)), PackagedSource()
+    assert landing.available_days("flights") == days
+    windows = [(d, _next(d)) for d in days] + [(date(2013, 11, 2), date(2013, 11, 4))]
+    windows.append((date(2013, 12, 29), date(2014, 1, 1)))
+    for table in DAILY_TABLES:
+        for start, end in windows:
+            landed, original = landing.read_days(table, start, end), packaged.read_days(table, start, end)
+            assert len(original.frame) > 0 or (table, start) == ("weather", date(2013, 12, 31))
+            assert_frame_equal(landed.frame, original.frame, check_exact=True)
+            assert landed.warnings == []
+            assert landing.row_counts(table, start, end) == packaged.row_counts(table, start, end)
+    for table in REFERENCE_TABLES:
+        assert_frame_equal(
+            landing.read_reference(table).frame, packaged.read_reference(table).frame, check_exact=True
+        )
+    # The day without weather is delivered as an empty file, not left out.
+    empty = landing.read_days("weather", date(2013, 12, 31), date(2014, 1, 1))
+    assert len(empty.frame) == 0 and empty.origins == [str(root / "weather" / f"2013-12-31.{fmt}")]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--start", "2013-01-01", "--days", "0"],
+        ["--start", "2014-01-01", "--days", "1"],
+        ["--start", "2013-12-31", "--days", "2"],
+        ["--start", "2012-12-31", "--days", "1"],
+    ],
+)
+def test_land_command_refuses_days_it_cannot_deliver(tmp_path, args, capsys):
+    root = tmp_path / "landing"
+    assert main(["land", *args, "--to", str(root)]) == 2
+    assert capsys.readouterr().err.startswith("ml-platform land: ")
+    assert not root.exists()
+
+
+def test_land_command_defaults_to_the_configured_landing_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_PLATFORM_LANDING_ROOT", str(tmp_path / "configured"))
+    assert main(["land", "--start", "2013-06-01", "--no-reference"]) == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet")) == [
+        "configured/flights/2013-06-01.parquet",
+        "configured/weather/2013-06-01.parquet",
+    ]
+
+
+def test_land_command_reports_a_bad_setting_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("ML_PLATFORM_ENV", "staging")
+    assert main(["land", "--start", "2013-06-01"]) == 2
+    assert "ML_PLATFORM_ENV='staging'" in capsys.readouterr().err
+
+
+def test_land_command_rejects_a_malformed_date(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["land", "--start", "2013-02-30", "--to", str(tmp_path)])
+    assert exit_.value.code == 2
+
+
+# --- what LandingSource refuses ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jan1_flights() -> pd.DataFrame:
+    return PackagedSource().read_days("flights", JAN1, JAN2).frame
+
+
+def _deliver(root: Path, frame: pd.DataFrame, day: date = JAN1, fmt: str = "parquet") -> Path:
+    path = root / "flights" / f"{day.isoformat()}.{fmt}"
+    write_frame_atomically(frame, path)
+    return path
+
+
+def _refused(source: LandingSource, *fragments: str, day: date = JAN1) -> str:
+    with pytest.raises(SourceError) as err:
+        source.read_days("flights", day, _next(day))
+    message = str(err.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_reads_a_good_delivery(tmp_path, jan1_flights):
+    path = _deliver(tmp_path, jan1_flights)
+    batch = LandingSource(root=str(tmp_path)).read_days("flights", JAN1, JAN2)
+    assert_frame_equal(batch.frame, jan1_flights)
+    assert batch.origins == [str(path)]
+
+
+def test_refuses_paths_that_climb_out_of_the_root(tmp_path):
+    root = tmp_path / "landing"
+    root.mkdir()
+    source = LandingSource(root=str(root))
+    for relative in ("../secrets.parquet", "flights/../../secrets.parquet", "/etc/passwd"):
+        with pytest.raises(SourceError, match="outside the landing root"):
+            source.resolve(relative)
+    with pytest.raises(SourceError, match="outside the landing root"):
+        source.available_days("../landing2")
+
+
+def test_refuses_a_day_file_symlinked_outside_the_root(tmp_path, jan1_flights):
+    root = tmp_path / "landing"
+    outside = tmp_path / "elsewhere" / "2013-01-01.parquet"
+    write_frame_atomically(jan1_flights, outside)
+    (root / "flights").mkdir(parents=True)
+    (root / "flights" / "2013-01-01.parquet").symlink_to(outside)
+    _refused(LandingSource(root=str(root)), "2013-01-01.parquet", "outside the landing root")
+
+
+def test_refuses_a_table_folder_symlinked_outside_the_root(tmp_path, jan1_flights):
+    root = tmp_path / "landing"
+    root.mkdir()
+    _deliver(tmp_path / "elsewhere", jan1_flights)
+    (root / "flights").symlink_to(tmp_path / "elsewhere" / "flights", target_is_directory=True)
+    _refused(LandingSource(root=str(root)), "flights/2013-01-01.parquet", "outside the landing root")
+
+
+def test_follows_a_symlink_that_stays_inside_the_root(tmp_path, jan1_flights):
+    archived = tmp_path / "archive" / "2013-01-01.parquet"
+    write_frame_atomically(jan1_flights, archived)
+    (tmp_path / "flights").mkdir()
+    (tmp_path / "flights" / "2013-01-01.parquet").symlink_to(archived)
+    batch = LandingSource(root=str(tmp_path)).read_days("flights", JAN1, JAN2)
+    assert len(batch.frame) == 842
+    # ... but only to a file named for the same day.
+    renamed = archived.rename(archived.with_name("batch-17.parquet"))
+    (tmp_path / "flights" / "2013-01-01.parquet").unlink()
+    (tmp_path / "flights" / "2013-01-01.parquet").symlink_to(renamed)
+    _refused(LandingSource(root=str(tmp_path)), str(renamed), "file name is not <YYYY-MM-DD>")
+
+
+def test_refuses_an_empty_file(tmp_path):
+    (tmp_path / "flights").mkdir()
+    path = tmp_path / "flights" / "2013-01-01.parquet"
+    path.write_bytes(b"")
+    _refused(LandingSource(root=str(tmp_path)), str(path), "empty")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_refuses_a_truncated_file(tmp_path, jan1_flights, fmt):
+    path = _deliver(tmp_path, jan1_flights, fmt=fmt)
+    data = path.read_bytes()
+    if fmt == "parquet":
+        path.write_bytes(data[: len(data) // 2])
+        _refused(LandingSource(root=str(tmp_path)), str(path), "unreadable parquet")
+    else:
+        # Cut in the middle of a row: half a CSV still parses, its last row just lacks fields
+        # (which pandas would read as nulls). A cut exactly at a row boundary is undetectable in CSV.
+        row_start = data.index(b"\n", len(data) // 2) + 1
+        row_end = data.index(b"\n", row_start)
+        path.write_bytes(data[: (row_start + row_end) // 2])
+        _refused(LandingSource(root=str(tmp_path)), str(path), "field(s) but the header has 20", "truncated")
+
+
+def test_refuses_rows_dated_outside_the_files_day(tmp_path, jan1_flights):
+    path = _deliver(tmp_path, jan1_flights, day=JAN2)
+    _refused(
+        LandingSource(root=str(tmp_path)),
+        str(path),
+        "842 row(s)",
+        "outside the file's day 2013-01-02",
+        day=JAN2,
+    )
+
+
+def test_refuses_a_value_that_does_not_convert_naming_file_and_column(tmp_path, jan1_flights):
+    frame = jan1_flights.astype({"distance": object})
+    frame.loc[3, "distance"] = "far"
+    path = _deliver(tmp_path, frame, fmt="csv")
+    _refused(LandingSource(root=str(tmp_path)), str(path), "'distance'", "DOUBLE")
+
+
+def test_refuses_a_file_without_any_day_column(tmp_path, jan1_flights):
+    path = _deliver(tmp_path, jan1_flights.drop(columns=["flight_date", "year", "month", "day"]))
+    _refused(LandingSource(root=str(tmp_path)), str(path), "missing column(s)", "flight_date")
+
+
+def test_derives_the_day_column_from_year_month_day(tmp_path, jan1_flights):
+    _deliver(tmp_path, jan1_flights.drop(columns=["flight_date"]), fmt="csv")
+    batch = LandingSource(root=str(tmp_path)).read_days("flights", JAN1, JAN2)
+    assert_frame_equal(batch.frame, jan1_flights, check_exact=True)
+
+
+def test_warns_about_unknown_columns_naming_the_file(tmp_path, jan1_flights):
+    path = _deliver(tmp_path, jan1_flights.assign(surprise=1))
+    batch = LandingSource(root=str(tmp_path)).read_days("flights", JAN1, JAN2)
+    assert list(batch.frame.columns) == list(jan1_flights.columns)
+    assert batch.warnings == [f"{path}: ignored unknown column(s) surprise not declared for flights"]
+
+
+def test_refuses_a_missing_day_and_a_day_delivered_twice(tmp_path, jan1_flights):
+    source = LandingSource(root=str(tmp_path))
+    _refused(source, "flights/2013-01-01", "no landed file")
+    _deliver(tmp_path, jan1_flights)
+    _deliver(tmp_path, jan1_flights, fmt="csv")
+    _refused(source, "2013-01-01.parquet", "2013-01-01.csv", "delivered twice")
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("latest.parquet", "file name is not <YYYY-MM-DD>"),
+        ("2013-1-5.parquet", "file name is not <YYYY-MM-DD>"),
+        ("2013-01-01.json", "file name is not <YYYY-MM-DD>"),
+        ("2013-02-30.csv", "not a calendar date"),
+    ],
+)
+def test_refuses_file_names_that_are_not_days(tmp_path, jan1_flights, name, problem):
+    stray = _deliver(tmp_path, jan1_flights).with_name(name)
+    write_frame_atomically(jan1_flights, stray)
+    for refuse in (day_of_file, lambda path: read_day_file(path, FLIGHTS, JAN1)):
+        with pytest.raises(SourceError) as err:
+            refuse(stray)
+        assert str(err.value).startswith(f"{stray}: ") and problem in str(err.value)
+    # Listing the deliveries skips such a file (and files being written), never the good days.
+    (tmp_path / "flights" / ".2013-01-03.parquet.tmp").write_bytes(b"in progress")
+    assert LandingSource(root=str(tmp_path)).available_days("flights") == [JAN1]
+
+
+def test_refuses_a_file_named_for_another_day(tmp_path, jan1_flights):
+    path = _deliver(tmp_path, jan1_flights)
+    with pytest.raises(SourceError, match="named for another day than 2013-01-02"):
+        read_day_file(path, FLIGHTS, JAN2)
+
+
+# --- a corrupted delivery is stopped by the blocking checks --------------------------------------
+
+
+@dataclass
+class Landed:
+    settings: Settings
+    resources: dict
+    instance: DagsterInstance
+    baseline: pd.DataFrame
+
+
+@contextmanager
+def _environment(root: Path, source: str) -> Iterator[tuple[Settings, dict, DagsterInstance]]:
+    data = root / "data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML_PLATFORM_ENV", "local")
+        mp.setenv("ML_PLATFORM_DATA_DIR", str(data))
+        mp.setenv("ML_PLATFORM_SOURCE", source)
+        for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT"):
+            mp.delenv(name, raising=False)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
+        mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data / "mlflow" / "artifacts"))
+        (data / "mlflow").mkdir(parents=True)
+        (root / "dagster_home").mkdir()
+        settings = load_settings()
+        with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            yield settings, build_resources(settings), instance
+
+
+def _query(settings: Settings, sql: str, params=None) -> pd.DataFrame:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchdf()
+
+
+def _features_on(settings: Settings, day: date) -> pd.DataFrame:
+    sql = "select * from features.flight_features where flight_date = ? order by all"
+    return _query(settings, sql, [day])
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory) -> Iterator[Landed]:
+    """Four days landed as parquet; 2013-01-01 materialized end to end from the landing source."""
+    with _environment(tmp_path_factory.mktemp("landed"), "landing") as (settings, resources, instance):
+        land_days(JAN1, 4, settings.landing_root, echo=lambda _: None)
+        assert materialize(raw_reference_assets, resources=resources, instance=instance).success
+        good = materialize(
+            [*raw_daily_assets, dbt_features],
+            resources=resources,
+            instance=instance,
+            partition_key=JAN1.isoformat(),
+        )
+        assert good.success
+        baseline = _features_on(settings, JAN1)
+        assert len(baseline) == 842
+        yield Landed(settings, resources, instance, baseline)
+
+
+def _corrupt_and_run(landed: Landed, day: date, corrupt):
+    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
+    write_frame_atomically(corrupt(pd.read_parquet(path)), path)
+    return materialize(
+        [*raw_daily_assets, dbt_features],
+        resources=landed.resources,
+        instance=landed.instance,
+        partition_key=day.isoformat(),
+        raise_on_error=False,
+    )
+
+
+def _assert_stopped_before_features(landed: Landed, result, day: date, failed_check: str):
+    assert not result.success
+    evaluations = {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
+    failed = {key for key, e in evaluations.items() if not e.passed}
+    assert failed == {(RAW_FLIGHTS, failed_check)}
+    assert evaluations[(RAW_FLIGHTS, failed_check)].severity == AssetCheckSeverity.ERROR
+    # Every raw check still ran and reported; no dbt test ran.
+    assert {k for k in evaluations if k[0] == RAW_FLIGHTS} == {
+        (RAW_FLIGHTS, c.name) for c in raw_daily_assets[0].check_specs
+    }
+    assert all(k[0].path[0] == "raw" for k in evaluations)
+    assert result.get_failed_step_keys() == {"raw__flights"}
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert materialized == {RAW_FLIGHTS, AssetKey(["raw", "weather"])}
+    records = landed.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    assert records == []
+    assert len(_features_on(landed.settings, day)) == 0
+    # The day built before is untouched, in raw and in features.
+    assert_frame_equal(_features_on(landed.settings, JAN1), landed.baseline)
+    raw_jan1 = _query(landed.settings, "select count(*) as n from raw.flights where flight_date = ?", [JAN1])
+    assert raw_jan1["n"].item() == 842
+
+
+def test_duplicated_flight_keys_stop_the_features(landed):
+    day = date(2013, 1, 2)
+    result = _corrupt_and_run(landed, day, lambda f: pd.concat([f, f.head(3)], ignore_index=True))
+    _assert_stopped_before_features(landed, result, day, "key_unique")
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "key_unique")
+    assert check.metadata["duplicate_rows"].value == 3
+    assert AssetCheckKey(RAW_FLIGHTS, "key_unique") in raw_daily_assets[0].check_keys
+
+
+def test_a_negative_distance_stops_the_features(landed):
+    day = date(2013, 1, 3)
+
+    def corrupt(frame):
+        frame.loc[[5, 6], "distance"] = -100.0
+        return frame
+
+    result = _corrupt_and_run(landed, day, corrupt)
+    _assert_stopped_before_features(landed, result, day, "values_in_range")
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "values_in_range")
+    assert check.metadata["rows_out_of_range"].value == 2
+    assert "distance" in check.metadata["by_column"].value
+
+
+def test_an_unreadable_delivery_fails_the_raw_step_naming_the_file(landed):
+    day = date(2013, 1, 4)
+    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    os.utime(path)
+    result = materialize(
+        [*raw_daily_assets, dbt_features],
+        resources=landed.resources,
+        instance=landed.instance,
+        partition_key=day.isoformat(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "raw__flights"
+    assert str(path) in failure.step_failure_data.error.cause.message
+    assert FEATURES not in {m.asset_key for m in result.get_asset_materialization_events()}
+    assert_frame_equal(_features_on(landed.settings, JAN1), landed.baseline)

@@ -1,0 +1,64 @@
+"""A materialization costs a fixed number of tracking calls, whatever the data's size."""
+
+from collections import Counter
+
+import dagster as dg
+import pytest
+
+from ml_platform.config import load_settings
+from ml_platform.resources import build_resources
+from ml_platform_tests.ml_support import (
+    SERVING,
+    all_definitions,
+    materialize_features,
+    predict,
+    train,
+    training_config,
+)
+from ml_platform_tests.reliability.support import FaultProxy
+from ml_platform_tests.services import mlflow_server
+
+
+@pytest.fixture
+def counted(tmp_path, monkeypatch):
+    with mlflow_server(tmp_path / "mlflow") as (url, _), FaultProxy(url) as proxy:
+        monkeypatch.setenv("ML_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url())
+        monkeypatch.setenv("ML_PLATFORM_PROMOTION_AUC_FLOOR", "0.5")
+        monkeypatch.delenv("ML_PLATFORM_MLFLOW_ARTIFACTS", raising=False)
+        monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
+        (tmp_path / "home").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+            yield load_settings(), instance, proxy
+
+
+def calls(proxy: FaultProxy, since: int) -> Counter:
+    """Tracking calls by endpoint (the client's one-off server-info probe is not per run)."""
+    endpoints = (f"{method} {path.split('?')[0]}" for method, path, _ in proxy.seen[since:])
+    return Counter(e for e in endpoints if "server-info" not in e)
+
+
+def test_predictions_cost_the_same_tracking_calls_for_one_day_or_five(counted):
+    settings, instance, proxy = counted
+    assert materialize_features(settings, instance, "2013-01-05", "2013-01-24").success
+    assert train(settings, instance, training_config("2013-01-19", window_days=10, holdout_days=3)).success
+    mark = len(proxy.seen)
+    assert predict(settings, instance, "2013-01-22").success
+    one_day = calls(proxy, mark)
+    mark = len(proxy.seen)
+    five_days = dg.materialize(
+        all_definitions(),
+        selection=SERVING,
+        resources=build_resources(settings),
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2013-01-20",
+            "dagster/asset_partition_range_end": "2013-01-24",
+        },
+    )
+    assert five_days.success
+    assert calls(proxy, mark) == one_day
+    # Run creation, one batched log call, one status update: no call per row, per metric or per step.
+    assert one_day["POST /api/2.0/mlflow/runs/log-batch"] == 1
+    assert one_day["POST /api/2.0/mlflow/runs/create"] == 1
+    assert sum(one_day.values()) <= 25, one_day

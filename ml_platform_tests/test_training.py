@@ -1,0 +1,206 @@
+"""The ML lifecycle on real parts: DuckDB, dbt, a Dagster instance and an MLflow SQLite store."""
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ml_platform.config import load_settings
+from ml_platform.ml.frames import feature_frame
+from ml_platform.resources import build_resources
+from ml_platform.resources.policy import ModelPolicy
+from ml_platform_tests.ml_support import (
+    MONITORING,
+    WEAK_CANDIDATES,
+    all_definitions,
+    materialize_features,
+    predict,
+    train,
+    training_config,
+)
+
+CUTOFF = "2013-01-19"
+ML_ASSETS = ["candidate_logreg", "candidate_hgb", "candidate_forest", "model_selection", "champion_model"]
+
+
+@pytest.fixture(scope="module")
+def ml_env(tmp_path_factory):
+    """One warehouse with features for 2013-01-05..01-24, one MLflow store, one trained champion."""
+    root = tmp_path_factory.mktemp("ml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ML_PLATFORM_DATA_DIR", str(root / "data"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'data' / 'mlflow' / 'mlflow.db'}")
+        mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(root / "data" / "mlflow" / "artifacts"))
+        mp.delenv("ML_PLATFORM_SOURCE", raising=False)
+        (root / "data" / "mlflow").mkdir(parents=True)
+        (root / "dagster_home").mkdir()
+        settings = load_settings()
+        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+            assert materialize_features(settings, instance, "2013-01-05", "2013-01-24").success
+            first = train(settings, instance, training_config(CUTOFF))
+            yield settings, instance, first
+
+
+def client(settings) -> MlflowClient:
+    return MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def runs_of(settings, dagster_run_id: str):
+    c = client(settings)
+    experiment = c.get_experiment_by_name(settings.mlflow_experiment)
+    return c.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{dagster_run_id}'")
+
+
+def test_each_materialization_is_its_own_finished_mlflow_run(ml_env):
+    settings, _, result = ml_env
+    runs = runs_of(settings, result.run_id)
+    names = sorted(r.info.run_name for r in runs)
+    assert names == sorted(f"training/{a}" for a in ML_ASSETS)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        tags = run.data.tags
+        assert tags["dagster.asset_key"] == run.info.run_name
+        assert tags["dagster.run_url"].endswith(f"/runs/{result.run_id}")
+        assert "dagster.code_version" in tags
+    candidate = next(r for r in runs if r.info.run_name == "training/candidate_hgb")
+    assert candidate.data.params["learning_rate"] == "0.08"
+    assert 0.55 < candidate.data.metrics["roc_auc"] < 0.95
+    assert candidate.data.tags["dagster.input.training/training_set"] != "unknown"
+    artifacts = {a.path for a in client(settings).list_artifacts(candidate.info.run_id, "plots")}
+    assert artifacts == {"plots/roc.png", "plots/calibration.png", "plots/confusion.png"}
+    # The Dagster side links back to the MLflow run.
+    mat = result.asset_materializations_for_node("training__candidate_hgb")[0]
+    assert mat.metadata["mlflow_run_id"].value == candidate.info.run_id
+    assert mat.metadata["plots"].value.count("data:image/png;base64,") == 3
+
+
+def test_training_set_holds_nothing_after_the_cutoff(ml_env):
+    settings, *_ = ml_env
+    frame = build_resources(settings)["warehouse"].query("select * from training.training_set")
+    train_rows = frame[frame.split == "train"]
+    assert pd.to_datetime(train_rows.flight_date).max() < pd.Timestamp(CUTOFF)
+    assert pd.to_datetime(frame[frame.split == "holdout"].flight_date).min() == pd.Timestamp(CUTOFF)
+    assert frame.arrived_late.notna().all()
+
+
+def test_first_champion_is_registered_with_lineage_tags(ml_env):
+    settings, _, result = ml_env
+    version = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    assert version.tags["gate"] == "passed"
+    assert version.tags["dagster.run_id"] == result.run_id
+    assert version.tags["cutoff"] == CUTOFF
+    check = [e for e in result.get_asset_check_evaluations() if e.check_name == "champion_passed_gate"]
+    assert len(check) == 1 and check[0].passed
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_champion(ml_env):
+    settings, instance, _ = ml_env
+    before = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    weak = train(settings, instance, training_config(CUTOFF, **WEAK_CANDIDATES))
+    assert weak.success
+    decision = weak.output_for_node("training__model_selection")
+    assert decision["promote"] is False
+    assert any("current champion scores" in r for r in decision["reasons"])
+    after = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    assert after.version == before.version
+    challenger = client(settings).get_model_version_by_alias(settings.registered_model_name, "challenger")
+    assert challenger.tags["gate"] == "rejected" and int(challenger.version) > int(before.version)
+
+
+def test_predictions_use_the_champion_and_record_its_version(ml_env):
+    settings, instance, _ = ml_env
+    champion = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    result = predict(settings, instance, "2013-01-22")
+    assert result.success
+    stored = build_resources(settings)["warehouse"].query(
+        "select * from serving.predictions where flight_date = ?", ["2013-01-22"]
+    )
+    features = build_resources(settings)["warehouse"].query(
+        "select * from features.flight_features where flight_date = ? order by flight_id", ["2013-01-22"]
+    )
+    assert len(stored) == len(features) > 0
+    assert set(stored.model_version) == {str(champion.version)}
+    assert stored.flight_id.is_unique
+    # The model reloaded from the registry scores exactly what was stored.
+    model = mlflow.sklearn.load_model(f"models:/{settings.registered_model_name}@champion")
+    expected = pd.Series(model.predict_proba(feature_frame(features))[:, 1], index=features.flight_id)
+    got = stored.set_index("flight_id").late_probability.loc[expected.index]
+    assert (got - expected).abs().max() < 1e-12
+
+
+def test_a_failing_materialization_ends_its_mlflow_run_failed(settings, instance):
+    @dg.asset(key=["training", "explodes"])
+    def explodes(context: dg.AssetExecutionContext, mlflow: dg.ResourceParam):  # type: ignore[valid-type]
+        with mlflow.materialization_run(context) as run:
+            run.log_metrics({"before_failure": 1.0})
+            raise RuntimeError("boom")
+
+    resources = build_resources(settings)
+    result = dg.materialize(
+        [explodes], resources={"mlflow": resources["mlflow"]}, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    runs = runs_of(settings, result.run_id)
+    assert len(runs) == 1
+    assert runs[0].info.status == "FAILED"
+    assert runs[0].info.run_name == "training/explodes"
+    assert runs[0].data.metrics["before_failure"] == 1.0
+
+
+def test_plots_are_valid_png_files(ml_env, tmp_path: Path):
+    settings, _, result = ml_env
+    run = next(r for r in runs_of(settings, result.run_id) if r.info.run_name == "training/candidate_logreg")
+    local = client(settings).download_artifacts(run.info.run_id, "plots/roc.png", str(tmp_path))
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_monitoring_checks_pass_and_fail_on_their_configured_thresholds(ml_env):
+    settings, instance, _ = ml_env
+    assert predict(settings, instance, "2013-01-23").success
+    relaxed = predict(settings, instance, "2013-01-23", selection=MONITORING)
+    checks = {e.check_name: e for e in relaxed.get_asset_check_evaluations()}
+    assert checks["auc_above_floor"].passed
+    quality = build_resources(settings)["warehouse"].query(
+        "select * from monitoring.prediction_quality where flight_date = ?", ["2013-01-23"]
+    )
+    assert len(quality) == 1 and 0.5 < quality.roc_auc[0] < 1 and quality.labelled[0] > 500
+    drift = build_resources(settings)["warehouse"].query(
+        "select * from monitoring.feature_drift where flight_date = ?", ["2013-01-23"]
+    )
+    assert {"carrier", "temp", "distance"} <= set(drift.feature) and (drift.psi >= 0).all()
+
+    strict = ModelPolicy(quality_min_auc=0.99, drift_max_psi=0.0, drift_max_psi_weather=0.0)
+    failed = predict(settings, instance, "2013-01-23", selection=MONITORING, policy=strict)
+    checks = {e.check_name: e for e in failed.get_asset_check_evaluations()}
+    assert not checks["auc_above_floor"].passed
+    assert not checks["psi_below_threshold"].passed
+    assert checks["psi_below_threshold"].metadata["drifted_features"].value != "none"
+
+
+def test_backtest_reports_weekly_and_frozen_auc_with_a_plot(ml_env):
+    settings, instance, _ = ml_env
+    config = {
+        "first_cutoff": "2013-01-15",
+        "last_cutoff": "2013-01-22",
+        "frozen_until": "2013-01-12",
+        "window_days": 7,
+        "holdout_days": 3,
+        "max_iter": 30,
+    }
+    result = dg.materialize(
+        all_definitions(),
+        selection=dg.AssetSelection.assets(["monitoring", "backtest"]),
+        resources=build_resources(settings),
+        instance=instance,
+        run_config={"ops": {"monitoring__backtest": {"config": config}}},
+    )
+    weeks = result.output_for_node("monitoring__backtest")
+    assert [w["week_start"] for w in weeks] == ["2013-01-15", "2013-01-18", "2013-01-21"]
+    assert all(0.4 < w["auc_weekly_retrain"] < 1 and 0.4 < w["auc_frozen"] < 1 for w in weeks)
+    meta = result.asset_materializations_for_node("monitoring__backtest")[0].metadata
+    assert meta["plot"].value.startswith("![weekly AUC](data:image/png;base64,")
+    run = client(settings).get_run(meta["mlflow_run_id"].value)
+    assert run.data.metrics["weeks"] == 3.0 and run.info.status == "FINISHED"
