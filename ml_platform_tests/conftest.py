@@ -66,10 +66,14 @@ __all__ = ["DagsterInstance", "TEST_OUTPUT", "warehouse_count"]
 
 @pytest.fixture(autouse=True)
 def _no_definitions_load_context_across_tests():
-    """Dagster keeps the context of the last definitions load in a global, holding the instance
-    it was loaded with; a later test must not reach a previous test's (disposed) instance."""
+    """Dagster keeps the context of the last definitions load in a global, and the state storage
+    of the last instance entered in a context variable, both holding that instance; a later test
+    must not reach a previous test's (disposed) instance through them."""
     from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
+    from dagster._core.storage.defs_state.base import _current_storage
 
     DefinitionsLoadContext._instance = None
+    _current_storage.set(None)
     yield
     DefinitionsLoadContext._instance = None
+    _current_storage.set(None)

@@ -236,12 +236,17 @@ def test_editing_one_features_sql_marks_it_and_its_descendants_stale_and_nothing
         check=True,
         env=edited,
     )
-    # The edit itself: the feature model's code version changed, nothing else is affected.
+    # The edit itself: the feature model's code version changed, and with it the code version
+    # of the training set that reads the whole feature table; nothing else is affected.
     after_edit = _statuses(edited)
-    assert {k for k, v in after_edit.items() if v == "STALE"} == {"features/flight_features"}
-    # Rebuilt with the new SQL, its new data version makes its partition-mapped descendants stale.
+    assert {k for k, v in after_edit.items() if v == "STALE"} == {
+        "features/flight_features",
+        "training/training_set",
+    }
+    # Rebuilt with the new SQL, its new data version makes its partition-mapped descendants stale;
+    # the training set stays stale until it is built again.
     after_rebuild = _statuses(edited, "2013-01-05", "2013-01-22")
     stale = {k for k, v in after_rebuild.items() if v == "STALE"}
-    assert "serving/predictions" in stale
+    assert {"serving/predictions", "training/training_set"} <= stale
     assert not stale & {"raw/flights", "raw/weather", "raw/planes", "features/flight_features"}
     assert not {k for k in stale if k.startswith("staging/")}

@@ -121,6 +121,13 @@ def models_code_version(context: AssetExecutionContext) -> str:
     return combine(*(f"{k.to_user_string()}={versions.get(k)}" for k in sorted(context.selected_asset_keys)))
 
 
+def features_sql_version() -> str:
+    """The SQL checksums of every model behind the features, combined: the code version that
+    readers of the whole feature table (the training set) inherit."""
+    versions = dbt_features.code_versions_by_key
+    return combine(*(f"{k.to_user_string()}={versions[k]}" for k in sorted(versions)))
+
+
 def prune_run_targets(target_dir: Path, keep: int = KEEP_RUN_TARGETS) -> list[Path]:
     """dagster-dbt gives every invocation its own ``target/<asset>-<run>-<hash>`` folder (about 2 MB:
     manifest, compiled SQL, log). Keep the newest ``keep`` for debugging; without this the folder

@@ -139,11 +139,17 @@ def build_reference_asset(spec: TableSpec):
 
 def record_partition_lineage(context, frame, spec: TableSpec, days, origins: list[str]) -> None:
     """Per day: the content hash and the files it came from, for skip-if-unchanged and lineage."""
-    dates = frame[spec.partition_column].dt.date
+    # One grouping pass: comparing the whole column with each day is days x rows.
+    rows_by_day = {
+        stamp.date(): positions
+        for stamp, positions in frame.groupby(frame[spec.partition_column], sort=False).indices.items()
+    }
     for day in days:
+        positions = rows_by_day.get(day)
+        rows = frame.iloc[positions] if positions is not None else frame.iloc[0:0]
         files = [o for o in origins if day.isoformat() in o] or sorted(set(origins))
         context.add_asset_metadata(
-            {"content_hash": frame_hash(frame[dates == day]), "source_files": ", ".join(files)},
+            {"content_hash": frame_hash(rows), "source_files": ", ".join(files)},
             partition_key=day.isoformat(),
         )
 

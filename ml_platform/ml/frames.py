@@ -2,6 +2,7 @@
 
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 CATEGORICAL = ["carrier", "origin", "dest"]
@@ -26,16 +27,31 @@ DAY = "flight_date"
 
 
 def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The model input: declared feature columns, in order, with stable dtypes."""
+    """The model input: declared feature columns, in order, with stable dtypes (categories as
+    Python objects with None for missing, numbers as float64). Columns already in those dtypes
+    are passed through without conversion: this runs on every scored row."""
     missing = [c for c in FEATURES if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks column(s) {', '.join(missing)}")
-    out = frame[FEATURES].copy()
-    for col in CATEGORICAL:
-        out[col] = out[col].astype("object").where(out[col].notna(), None)
-    for col in NUMERIC:
-        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-    return out.reset_index(drop=True)
+    columns = {col: _categories(frame[col]) for col in CATEGORICAL}
+    columns.update({col: _numbers(frame[col]) for col in NUMERIC})
+    return pd.DataFrame(columns, copy=False)
+
+
+def _categories(column: pd.Series) -> np.ndarray:
+    values = column.to_numpy(dtype=object, copy=True)
+    missing = pd.isna(values)
+    if missing.any():
+        values[missing] = None
+    return values
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    if column.dtype == np.float64:
+        return column.to_numpy(copy=True)
+    if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:

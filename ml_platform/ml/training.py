@@ -43,13 +43,19 @@ def score(model, features: pd.DataFrame, threshold: float, version: str, model_n
     return pd.DataFrame(
         {
             KEY: features[KEY].astype("string").to_numpy(),
-            DAY: pd.to_datetime(features[DAY]).to_numpy(),
+            DAY: _days(features[DAY]),
             "late_probability": proba.astype("float64"),
             "predicted_late": proba >= threshold,
             "model_name": model_name,
             "model_version": str(version),
         }
     )
+
+
+def _days(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_dtype(column.dtype):
+        return column.to_numpy()
+    return pd.to_datetime(column).to_numpy()
 
 
 def walk_forward(

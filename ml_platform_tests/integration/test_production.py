@@ -58,6 +58,20 @@ query RunStatus($runId: ID!) {
   }
 }"""
 
+RUN_FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepFailureEvent { stepKey error { message } }
+        ... on RunFailureEvent { message }
+        ... on EngineEvent { message error { message } }
+      }
+    }
+  }
+}"""
+
 LAUNCH_RUN = """
 mutation Launch($executionParams: ExecutionParams!) {
   launchRun(executionParams: $executionParams) {
@@ -235,6 +249,7 @@ class Services:
 
     def __init__(self, env: dict):
         self.env = env
+        self.url = ""
         self.procs: dict[str, object] = {}
         self.logs: dict[str, Path] = {}
 
@@ -243,10 +258,19 @@ class Services:
             assert proc.poll() is None, f"{name} exited with {proc.returncode}: {_tail(self.logs[name])}"
 
     def diagnose(self, run_id: str) -> str:
-        """Step failures of a run, read from the stderr the run's steps wrote (compute logs)."""
+        """Why a run failed: its failure events first, then the stderr its steps wrote."""
+        failures = []
+        if self.url:
+            events = graphql(self.url, RUN_FAILURES, {"runId": run_id})["logsForRun"].get("events", [])
+            failures = [
+                f"{e['__typename']} {e.get('stepKey') or ''}: {e.get('message') or ''} "
+                f"{(e.get('error') or {}).get('message', '')}"
+                for e in events
+                if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent") or e.get("error")
+            ]
         found = sorted((Path(self.env["DAGSTER_COMPUTE_LOGS_DIR"]) / run_id).rglob("*.err"))
-        texts = [p.read_text(errors="replace")[-3000:] for p in found]
-        return "\n".join(texts) or f"no compute logs for {run_id}; code server: {_tail(self.logs['code'])}"
+        texts = [f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in found]
+        return "\n".join(failures + texts) or f"no logs for {run_id}; code server: {_tail(self.logs['code'])}"
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -416,7 +440,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         daemon_args = compose_command("daemon", {"-w": str(home / "workspace.yaml")})
         web = stack.enter_context(service(services, "webserver", web_args, cwd=tmp_path))
         stack.enter_context(service(services, "daemon", daemon_args, cwd=tmp_path))
-        url = f"http://127.0.0.1:{web_port}"
+        url = services.url = f"http://127.0.0.1:{web_port}"
         wait_for_http(f"{mlflow_url}/health", timeout=180, proc=mlflow_proc, log=services.logs["mlflow"])
         wait_for_http(f"{url}/server_info", timeout=120, proc=web, log=services.logs["webserver"])
         wait_for_command(compose_command("daemon", {}, key="healthcheck"), env, 120, "daemon", services)

@@ -59,9 +59,9 @@ def _metrics(metadata) -> dict[str, float]:
     return values
 
 
-def _latest_metrics(instance, node: str) -> dict[str, float]:
-    event = instance.get_latest_materialization_event(dg.AssetKey(["training", node]))
-    return _metrics(event.asset_materialization.metadata)
+def _node_metrics(result, node: str) -> dict[str, float]:
+    assert result.success
+    return _metrics(result.asset_materializations_for_node(f"training__{node}")[0].metadata)
 
 
 def _materialize(settings, instance, selection, **kwargs):
@@ -79,11 +79,15 @@ def test_every_asset_materialized_again_stores_the_same_result(trained, record):
     """Raw, features, training set, candidates, champion, predictions and monitoring, again."""
     with trained.active() as (settings, instance):
         tracking = build_resources(settings)["mlflow"]
-        # The first time: the trained platform's own materializations, plus one day served.
+        # The first time: trained with the platform's own configuration (other cases share this
+        # platform and may have trained other candidates since), plus one day served.
+        first = _materialize(
+            settings, instance, dg.AssetSelection.groups("training"), run_config=trained.run_config()
+        )
+        first_champion = tracking.version_for(CHAMPION)
+        first_metrics = {node: _node_metrics(first, node) for node in CANDIDATES}
         for selection in (SERVING, MONITORING):
             assert _materialize(settings, instance, selection, partition_key=DAY).success
-        first_champion = tracking.version_for(CHAMPION)
-        first_metrics = {node: _latest_metrics(instance, node) for node in CANDIDATES}
         before = _stored(trained.env.warehouse)
 
         # Again, every asset recomputed from the same inputs.
@@ -107,10 +111,7 @@ def test_every_asset_materialized_again_stores_the_same_result(trained, record):
             ignored = [c for c in versions if c in left.columns]
             assert_frame_equal(left.drop(columns=ignored), right.drop(columns=ignored), obj=name)
         # Models: the same metrics, and the two champions predict the same probabilities.
-        second_metrics = {
-            node: _metrics(again.asset_materializations_for_node(f"training__{node}")[0].metadata)
-            for node in CANDIDATES
-        }
+        second_metrics = {node: _node_metrics(again, node) for node in CANDIDATES}
         assert second_metrics == first_metrics
         holdout = after["training.training_set"].query("split == 'holdout'")
         old = tracking.load_version(first_champion.version).predict_proba(feature_frame(holdout))[:, 1]
