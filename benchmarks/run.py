@@ -41,8 +41,8 @@ CANDIDATE_NAMES = {
 @dataclass
 class Plan:
     repeats: int = 3
-    sample_days: int = 10
-    pg_sample_days: int = 5
+    sample_days: int = 6
+    pg_sample_days: int = 3
     latency_days: int = 5
     import_runs: int = 5
     webserver_runs: int = 3

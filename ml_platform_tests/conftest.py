@@ -77,3 +77,25 @@ def _no_definitions_load_context_across_tests():
     yield
     DefinitionsLoadContext._instance = None
     _current_storage.set(None)
+
+
+# Files whose cases start services and run through a daemon take minutes each; started first, the
+# quick files fill the other worker around them instead of leaving one worker alone at the end.
+SLOW_FIRST = [
+    "integration/test_production.py",
+    "reliability/test_concurrent_backfill.py",
+    "integration/test_daemon_e2e.py",
+    "reliability/test_killed_writes.py",
+    "integration/test_browser.py",
+    "reliability/test_idempotency.py",
+    "reliability/test_mlflow_faults.py",
+    "test_versions.py",
+]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, slow in enumerate(SLOW_FIRST) if path.endswith(slow)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file is kept

@@ -519,7 +519,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         # MLflow runs recorded against the PostgreSQL-backed tracking server.
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=mlflow_url)
+        client = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
         experiment = client.get_experiment_by_name("flight-delays")
         assert experiment is not None
         runs = client.search_runs(
