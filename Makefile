@@ -54,7 +54,7 @@ browser:
 # Two workers, whole files each: most integration tests wait on processes, not on the CPU.
 PYTEST_WORKERS ?= 2
 test: setup browser
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
 bench: setup

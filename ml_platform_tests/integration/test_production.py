@@ -394,6 +394,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         "ML_PLATFORM_SOURCE": "",
         "ML_PLATFORM_WAREHOUSE": "",
         "ML_PLATFORM_MLFLOW_ARTIFACTS": "",
+        "ML_PLATFORM_KILL_AT": "",
     }
     env = {**instance_env, **platform_env}
     # Every variable docker compose gives these services is set here too.
