@@ -115,17 +115,21 @@ def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bo
     return bool(counts.complete.iloc[0])
 
 
+def sql_version(keys) -> str:
+    """The code versions (SQL checksums) of these dbt models, combined."""
+    versions = dbt_features.code_versions_by_key
+    return combine(*(f"{k.to_user_string()}={versions.get(k)}" for k in sorted(keys)))
+
+
 def models_code_version(context: AssetExecutionContext) -> str:
-    """The code versions (SQL checksums) of every model this step builds, combined."""
-    versions = context.assets_def.code_versions_by_key
-    return combine(*(f"{k.to_user_string()}={versions.get(k)}" for k in sorted(context.selected_asset_keys)))
+    """The code version of every model this step builds, combined."""
+    return sql_version(context.selected_asset_keys)
 
 
 def features_sql_version() -> str:
-    """The SQL checksums of every model behind the features, combined: the code version that
-    readers of the whole feature table (the training set) inherit."""
-    versions = dbt_features.code_versions_by_key
-    return combine(*(f"{k.to_user_string()}={versions[k]}" for k in sorted(versions)))
+    """Every model behind the features: the code version that readers of the whole feature
+    table (the training set) inherit."""
+    return sql_version(dbt_features.keys)
 
 
 def prune_run_targets(target_dir: Path, keep: int = KEEP_RUN_TARGETS) -> list[Path]:
