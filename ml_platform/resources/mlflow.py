@@ -11,6 +11,7 @@ configured here) and then fail with a message naming the tracking server.
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,8 +86,17 @@ class TrackedRun:
     def log_dataset(self, frame, name: str, context: str) -> None:
         """Record a frame as an MLflow dataset input (name, digest, schema), not its rows."""
 
+        from mlflow.exceptions import RestException
+
         dataset = self._mlflow.data.from_pandas(frame, name=name, targets="arrived_late")
-        self._mlflow.log_input(dataset, context=context)
+        try:
+            self._mlflow.log_input(dataset, context=context)
+        except RestException:
+            # Candidates trained in parallel log the same dataset (same name and digest) into one
+            # experiment; the server creates it once and refuses the loser of that race with a
+            # 400. The second call finds the stored dataset and only links it to this run.
+            time.sleep(0.5)
+            self._mlflow.log_input(dataset, context=context)
 
     def log_dict(self, data: dict, name: str) -> None:
         self._mlflow.log_dict(data, name)
