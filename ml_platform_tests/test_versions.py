@@ -236,12 +236,18 @@ def test_editing_one_features_sql_marks_it_and_its_descendants_stale_and_nothing
         check=True,
         env=edited,
     )
-    # The edit itself: the feature model's code version changed, and with it the code version
-    # of the training set that reads the whole feature table; nothing else is affected.
+    # The edit itself: the feature model's code version changed, and with it the code versions
+    # of the training set that reads the whole feature table and of the models trained on it;
+    # nothing else is affected.
     after_edit = _statuses(edited)
     assert {k for k, v in after_edit.items() if v == "STALE"} == {
         "features/flight_features",
         "training/training_set",
+        "training/candidate_logreg",
+        "training/candidate_hgb",
+        "training/candidate_forest",
+        "training/model_selection",
+        "training/champion_model",
     }
     # Rebuilt with the new SQL, its new data version makes its partition-mapped descendants stale;
     # the training set stays stale until it is built again.

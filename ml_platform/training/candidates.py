@@ -19,6 +19,7 @@ from pydantic import Field
 
 import ml_platform.ml.metrics as metrics_module
 import ml_platform.ml.training as training_module
+from ml_platform.features.assets import features_sql_version
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile
 from ml_platform.ml.frames import CATEGORICAL, DAY, NUMERIC, feature_frame
@@ -191,7 +192,10 @@ def feature_partition_versions(instance, days: list[str]) -> dict[str, str]:
     return versions
 
 
-CODE_VERSION = module_version(__name__, models, training_module, metrics_module)
+# A model is a function of its features' definitions too: a feature SQL edit marks it stale.
+CODE_VERSION = combine(
+    module_version(__name__, models, training_module, metrics_module), features_sql_version()
+)
 
 
 def build_candidate(name: str, config_cls: type[Config], builder: Callable, description: str):
