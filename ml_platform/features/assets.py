@@ -18,7 +18,7 @@ from ml_platform.features.freshness_of_inputs import (
 )
 from ml_platform.partitions import daily_partitions, window_dates
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
-from ml_platform.versions import FORCE_TAG, combine
+from ml_platform.versions import FORCE_TAG, combine, module_version
 
 GROUP = "features"
 KEEP_RUN_TARGETS = 20
@@ -126,10 +126,11 @@ def models_code_version(context: AssetExecutionContext) -> str:
     return sql_version(context.selected_asset_keys)
 
 
-def features_sql_version() -> str:
-    """Every model behind the features: the code version that readers of the whole feature
-    table (the training set) inherit."""
-    return sql_version(dbt_features.keys)
+def feature_reader_version(module_name: str, *helpers) -> str:
+    """Code version of an asset built from the whole feature table: its own code and the SQL of
+    every model behind the features. Dagster passes no staleness on to descendants, so a feature
+    SQL edit reaches the training set and the models through this."""
+    return combine(module_version(module_name, *helpers), sql_version(dbt_features.keys))
 
 
 def prune_run_targets(target_dir: Path, keep: int = KEEP_RUN_TARGETS) -> list[Path]:

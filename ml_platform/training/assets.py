@@ -16,11 +16,11 @@ from pydantic import Field, field_validator
 
 import ml_platform.ml.frames as frames_module
 from ml_platform.config import load_settings
-from ml_platform.features.assets import features_sql_version
+from ml_platform.features.assets import feature_reader_version
 from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
-from ml_platform.versions import combine, frame_hash, module_version
+from ml_platform.versions import frame_hash
 
 GROUP = "training"
 FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
@@ -59,7 +59,7 @@ def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
     kinds={"duckdb", "pandas"},
     # Dagster compares data versions across a daily -> unpartitioned edge only up to 100 upstream
     # partitions, so a feature SQL edit reaches the training set through its code version.
-    code_version=combine(module_version(__name__, frames_module), features_sql_version()),
+    code_version=feature_reader_version(__name__, frames_module),
 )
 def training_set(context: AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse):
     """Labelled flights of the trailing window before the cutoff (train) and the days after it

@@ -19,7 +19,7 @@ from pydantic import Field
 
 import ml_platform.ml.metrics as metrics_module
 import ml_platform.ml.training as training_module
-from ml_platform.features.assets import features_sql_version
+from ml_platform.features.assets import feature_reader_version
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile
 from ml_platform.ml.frames import CATEGORICAL, DAY, NUMERIC, feature_frame
@@ -27,7 +27,7 @@ from ml_platform.ml.plots import calibration_png, confusion_png, markdown_image,
 from ml_platform.ml.training import fit_and_evaluate
 from ml_platform.resources.mlflow import MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
-from ml_platform.versions import FORCE_TAG, combine, module_version
+from ml_platform.versions import FORCE_TAG, combine
 
 GROUP = "training"
 MODEL_IO = "model_io_manager"
@@ -192,10 +192,7 @@ def feature_partition_versions(instance, days: list[str]) -> dict[str, str]:
     return versions
 
 
-# A model is a function of its features' definitions too: a feature SQL edit marks it stale.
-CODE_VERSION = combine(
-    module_version(__name__, models, training_module, metrics_module), features_sql_version()
-)
+CODE_VERSION = feature_reader_version(__name__, models, training_module, metrics_module)
 
 
 def build_candidate(name: str, config_cls: type[Config], builder: Callable, description: str):

@@ -14,20 +14,18 @@ from dagster import (
 
 import ml_platform.ml.gate as gate_module
 from ml_platform import faults
-from ml_platform.features.assets import features_sql_version
+from ml_platform.features.assets import feature_reader_version
 from ml_platform.ml.frames import feature_frame, labels
 from ml_platform.ml.gate import decide
 from ml_platform.ml.metrics import classification_metrics
 from ml_platform.resources.mlflow import CHALLENGER, CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform.training.candidates import CANDIDATE_KEYS, MODEL_IO
-from ml_platform.versions import combine, module_version
 
 GROUP = "training"
 
 
-# The champion answers to the feature SQL like the candidates it is chosen from.
-CODE_VERSION = combine(module_version(__name__, gate_module), features_sql_version())
+CODE_VERSION = feature_reader_version(__name__, gate_module)
 
 
 def score_current_champion(
