@@ -114,3 +114,68 @@ def test_drift_follows_a_full_week_of_features(settings, instance):
     drift = requested(second).get("monitoring/feature_drift", set())
     assert "2013-02-07" in drift
     assert "2013-02-08" not in drift
+
+
+def redeployed(defs, *keys):
+    """The same definitions after a deploy that changed these assets' code."""
+    changed = set(keys)
+
+    def edit(spec):
+        if spec.key not in changed:
+            return spec
+        return spec.replace_attributes(code_version=f"{spec.code_version}-edited")
+
+    return defs.map_asset_specs(func=edit)
+
+
+def test_a_feature_sql_edit_rescores_once_the_features_are_rebuilt_not_before(settings, instance):
+    defs = build_definitions(settings)
+    selection = dg.AssetSelection.assets(PREDICTIONS, QUALITY)
+    materialized(instance, CHAMPION)
+    materialized(instance, FEATURES, "2013-01-03", "2013-01-04")
+    materialized(instance, PREDICTIONS, "2013-01-03", "2013-01-04")
+    materialized(instance, QUALITY, "2013-01-03", "2013-01-04")
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+    assert requested(settled) == {}
+
+    # The SQL edit changes the code version of the features and, through it, of predictions
+    # and the champion: scoring the old features now would only be done again after the rebuild.
+    edited = redeployed(defs, FEATURES, PREDICTIONS, CHAMPION)
+    after_edit = dg.evaluate_automation_conditions(
+        defs=edited, instance=instance, asset_selection=selection, cursor=settled.cursor
+    )
+    assert requested(after_edit) == {}
+
+    materialized(instance, FEATURES, "2013-01-04")  # rebuilt with the new SQL
+    after_rebuild = dg.evaluate_automation_conditions(
+        defs=edited, instance=instance, asset_selection=selection, cursor=after_edit.cursor
+    )
+    assert requested(after_rebuild) == {
+        "serving/predictions": {"2013-01-04"},
+        "monitoring/prediction_quality": {"2013-01-04"},
+    }
+
+
+def test_an_edit_of_the_scoring_code_alone_rescores_every_scored_day(settings, instance):
+    defs = build_definitions(settings)
+    selection = dg.AssetSelection.assets(PREDICTIONS, QUALITY)
+    materialized(instance, CHAMPION)
+    materialized(instance, FEATURES, "2013-01-03", "2013-01-04", "2013-01-05")
+    materialized(instance, PREDICTIONS, "2013-01-03", "2013-01-04")
+    materialized(instance, QUALITY, "2013-01-03", "2013-01-04")
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+    assert requested(settled) == {}
+
+    edited = redeployed(defs, PREDICTIONS)
+    after_edit = dg.evaluate_automation_conditions(
+        defs=edited, instance=instance, asset_selection=selection, cursor=settled.cursor
+    )
+    # Every stored day is re-scored (not the never-scored 2013-01-05), quality follows.
+    assert requested(after_edit) == {
+        "serving/predictions": {"2013-01-03", "2013-01-04"},
+        "monitoring/prediction_quality": {"2013-01-03", "2013-01-04"},
+    }
+    quiet = dg.evaluate_automation_conditions(
+        defs=edited, instance=instance, asset_selection=selection, cursor=after_edit.cursor
+    )
+    assert requested(quiet) == {}

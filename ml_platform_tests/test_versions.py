@@ -237,8 +237,8 @@ def test_editing_one_features_sql_marks_it_and_its_descendants_stale_and_nothing
         env=edited,
     )
     # The edit itself: the feature model's code version changed, and with it the code versions
-    # of the training set that reads the whole feature table and of the models trained on it;
-    # nothing else is affected.
+    # of what is computed from features (training set, models, predictions); the raw and staging
+    # layers and monitoring are not affected.
     after_edit = _statuses(edited)
     assert {k for k, v in after_edit.items() if v == "STALE"} == {
         "features/flight_features",
@@ -248,9 +248,10 @@ def test_editing_one_features_sql_marks_it_and_its_descendants_stale_and_nothing
         "training/candidate_forest",
         "training/model_selection",
         "training/champion_model",
+        "serving/predictions",
     }
-    # Rebuilt with the new SQL, its new data version makes its partition-mapped descendants stale;
-    # the training set stays stale until it is built again.
+    # Rebuilt with the new SQL, the features are fresh again; what reads them stays stale until
+    # it is built again.
     after_rebuild = _statuses(edited, "2013-01-05", "2013-01-22")
     stale = {k for k, v in after_rebuild.items() if v == "STALE"}
     assert {"serving/predictions", "training/training_set"} <= stale

@@ -38,8 +38,18 @@ OWN_CODE_CHANGED = (AutomationCondition.code_version_changed() & ~AutomationCond
     "own_code_changed"
 )
 
+# Predictions carry the feature SQL in their code version. When that SQL is what changed, the
+# features' code changed in the same tick: re-scoring now would use the old features and score
+# every day twice. The rebuilt features bring the re-score through ``features_changed``.
+# (The dependency operand comes first and is always evaluated, so its cursor stays current.)
+OWN_CODE_CHANGED_NOT_FEATURES = (
+    ~AutomationCondition.any_deps_match(AutomationCondition.code_version_changed()).ignore(_CHAMPION)
+    & OWN_CODE_CHANGED
+).with_label("own_code_changed_not_features")
+
 PREDICT_ON_NEW_FEATURES_OR_CHAMPION = (
-    (FEATURES_CHANGED | NEW_CHAMPION_FOR_UNSCORED_DAY | OWN_CODE_CHANGED).since_last_handled() & _READY
+    (FEATURES_CHANGED | NEW_CHAMPION_FOR_UNSCORED_DAY | OWN_CODE_CHANGED_NOT_FEATURES).since_last_handled()
+    & _READY
 ).with_label("predict_on_new_features_or_champion")
 
 # Monitoring follows the day's predictions and features; a champion change alone is no news.

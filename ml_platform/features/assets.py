@@ -127,9 +127,9 @@ def models_code_version(context: AssetExecutionContext) -> str:
 
 
 def feature_reader_version(module_name: str, *helpers) -> str:
-    """Code version of an asset built from the whole feature table: its own code and the SQL of
-    every model behind the features. Dagster passes no staleness on to descendants, so a feature
-    SQL edit reaches the training set and the models through this."""
+    """Code version of an asset computed from the features: its own code and the SQL of every
+    model behind them. Dagster passes no staleness on to descendants, so a feature SQL edit
+    reaches the training set, the models and the predictions through this."""
     return combine(module_version(module_name, *helpers), sql_version(dbt_features.keys))
 
 

@@ -7,13 +7,13 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, Me
 
 import ml_platform.ml.frames as frames_module
 import ml_platform.ml.training as training_module
+from ml_platform.features.assets import feature_reader_version
 from ml_platform.ml.frames import DAY
 from ml_platform.ml.training import score
 from ml_platform.partitions import daily_partitions
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
-from ml_platform.versions import module_version
 
 GROUP = "serving"
 CHAMPION_MODEL = AssetKey(["training", "champion_model"])
@@ -33,7 +33,7 @@ class NoChampionError(RuntimeError):
     metadata={"partition_expr": DAY},
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "mlflow"},
-    code_version=module_version(__name__, training_module, frames_module),
+    code_version=feature_reader_version(__name__, training_module, frames_module),
 )
 def predictions(
     context: AssetExecutionContext, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy
