@@ -7,6 +7,8 @@ the same warehouse, so it also proves the already-built days are replaced, not d
 """
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +30,12 @@ from dagster import (
 )
 from pandas.testing import assert_frame_equal
 
-from ml_platform.config import Settings, load_settings
+from ml_platform.config import DBT_PROJECT_DIR, Settings, load_settings
 from ml_platform.features.assets import dbt_features, prune_run_targets
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
 from ml_platform.resources import build_resources
+from ml_platform.resources.dbt import DbtCli
 from ml_platform.versions import FORCE_TAG
 
 RAW_FLIGHTS = AssetKey(["raw", "flights"])
@@ -329,6 +332,26 @@ def test_old_per_run_dbt_targets_are_pruned(tmp_path):
     assert sorted(p.name for p in removed) == [f"dbt_features-{i:07d}-abc" for i in range(5)]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["compiled", *[f"dbt_features-{i:07d}-abc" for i in range(5, 25)], "manifest.json"]
+
+
+def test_a_dbt_invocation_starts_dbt_once_and_reports_the_installed_version(tmp_path, monkeypatch):
+    """The resource skips dagster-dbt's `dbt --version` subprocess and in-process adapter: a build
+    starts exactly one dbt process, and the version it assumes is the one dbt itself reports."""
+    real = Path(sys.executable).parent / "dbt"
+    calls = tmp_path / "calls.txt"
+    recorder = tmp_path / "dbt"
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{real}" "$@"\n')
+    recorder.chmod(0o755)
+    dbt = DbtCli(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=str(recorder)
+    )
+    monkeypatch.setenv("ML_PLATFORM_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    invocation = dbt.cli(["parse"], target_path=tmp_path / "target", raise_on_error=True).wait()
+    assert invocation.is_successful()
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parse"), lines
+    reported = subprocess.run([str(real), "--version"], capture_output=True, text=True, check=True).stdout
+    assert f"installed: {dbt._cli_version}" in reported
 
 
 # --- the whole year in one run (keep last: the slowest test) -------------------------------------

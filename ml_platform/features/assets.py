@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, Output
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.freshness_of_inputs import (
@@ -17,6 +17,7 @@ from ml_platform.features.freshness_of_inputs import (
     unchanged_window,
 )
 from ml_platform.partitions import daily_partitions, window_dates
+from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
 
@@ -68,7 +69,7 @@ def dbt_window_vars(context: AssetExecutionContext) -> dict[str, str]:
     pool=WAREHOUSE_POOL,
     name="dbt_features",
 )
-def dbt_features(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
+def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
     """Builds the selected models for the run's partition window; dbt tests run as asset checks.
     A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
     partitions = context.partition_keys

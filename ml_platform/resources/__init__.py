@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from dagster import EnvVar, FilesystemIOManager
-from dagster_dbt import DbtCliResource
 
 from ml_platform.automation.alerts import Notifier
 from ml_platform.config import DBT_PROJECT_DIR, Settings
 from ml_platform.ingestion.source import FlightSource, LandingSource, PackagedSource
+from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.mlflow import MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform.resources.warehouse import Warehouse, WarehouseIOManager
@@ -67,7 +67,7 @@ def build_resources(settings: Settings) -> dict:
             drift_max_psi_weather=settings.drift_max_psi_weather,
         ),
         "mlflow": build_tracking(settings),
-        "dbt": DbtCliResource(
+        "dbt": DbtCli(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),
             # The dbt installed beside this interpreter, whether or not the venv is on PATH.

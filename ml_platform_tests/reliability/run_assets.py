@@ -27,18 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import dagster as dg
-    from dagster_dbt import DbtCliResource
 
     from ml_platform.config import DBT_PROJECT_DIR, load_settings
     from ml_platform.definitions import build_definitions
     from ml_platform.resources import build_resources
+    from ml_platform.resources.dbt import DbtCli
     from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, fault_dbt_executable
 
     settings = load_settings()
     resources = build_resources(settings)
     if args.dbt_kill_at_insert:
         os.environ[FAULT_ENV_VAR] = "kill_at_insert"
-        resources["dbt"] = DbtCliResource(
+        resources["dbt"] = DbtCli(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),
             dbt_executable=fault_dbt_executable(),

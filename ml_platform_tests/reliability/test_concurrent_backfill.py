@@ -21,12 +21,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_dbt import DbtCliResource
 
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.resources import build_resources
+from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import connect
 from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, REPORT_ENV_VAR, fault_dbt_executable
 from ml_platform_tests.reliability.support import (
@@ -234,7 +234,7 @@ def test_a_reader_holding_the_warehouse_makes_dbt_wait_not_fail(tmp_path, record
         assert dg.materialize(raw_daily_assets, resources=resources, instance=instance, partition_key=DAY)
         # dbt through the fault wrapper: it starts a reader that holds the file for 6 s as dbt acquires its
         # first connection.
-        resources["dbt"] = DbtCliResource(
+        resources["dbt"] = DbtCli(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),
             dbt_executable=fault_dbt_executable(),
