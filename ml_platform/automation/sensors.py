@@ -19,6 +19,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ml_platform.automation.defaults import sensor_status
 from ml_platform.automation.jobs import (
+    IN_ONE_PROCESS,
     INGESTION_PATH,
     LANDING_PATH,
     latest_cutoff,
@@ -73,6 +74,7 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingSource, mlf
             RunRequest(
                 run_key=range_run_key(first, last, result.files),
                 asset_selection=list(selection.resolve(_asset_graph(context))),
+                run_config=IN_ONE_PROCESS,
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
                     ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),

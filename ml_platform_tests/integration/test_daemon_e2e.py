@@ -102,6 +102,11 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
                 if r.status != dg.DagsterRunStatus.SUCCESS
             }
             assert runs and not failed, failed
+            # A landing run executes its steps in its own process, not in a process per step.
+            for run in runs:
+                starts = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+                pids = {r.event_log_entry.dagster_event.pid for r in starts.records}
+                assert len(starts.records) >= 3 and len(pids) == 1, (run.run_id, len(starts.records), pids)
             latencies = sorted(predicted[d] - landed_at for d in DAYS)
             report = {
                 "days": DAYS,
