@@ -62,12 +62,45 @@ def process(args: list[str], log: Path, env: dict | None = None, cwd: Path | Non
             stop(proc)
 
 
+def group_processes(pgid: int) -> str:
+    """The processes still in a process group (pid, parent, seconds alive, command): what a
+    service that would not stop was waiting for."""
+    columns = "pid=,ppid=,etimes=,args="
+    out = subprocess.run(["ps", "-o", columns, "-g", str(pgid)], capture_output=True, text=True)
+    return "\n".join(line[:200] for line in out.stdout.splitlines())
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # an exited process its parent has not reaped yet is done
+
+
+def wait_for_exit(pids, timeout: float = 60) -> None:
+    """Wait until the run workers of finished runs (their events carry the pid) have exited. A
+    service stopped while one is still tearing down waits for it: stop it after they are gone,
+    as an operator stops a deployment once its runs are over."""
+    deadline = time.monotonic() + timeout
+    alive = {int(p) for p in pids}
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if _running(p)}
+        time.sleep(0.5)
+    if alive:
+        raise AssertionError(
+            f"run workers {sorted(alive)} still running {timeout:.0f}s after their runs finished"
+        )
+
+
 def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            left = group_processes(proc.pid)
+            print(f"group {proc.pid} ignored SIGTERM for {timeout:.0f}s:\n{left}", file=sys.stderr)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ml_platform_tests.conftest import TEST_OUTPUT
-from ml_platform_tests.services import process, stop
+from ml_platform_tests.services import group_processes, process, stop
 
 LOCATION = "ml_platform"
 LOGS = TEST_OUTPUT / "production"
@@ -200,9 +200,10 @@ def shut_down(services: Services, name: str, timeout: float = 60) -> int:
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        left = group_processes(proc.pid)
         stop(proc)
         raise AssertionError(
-            f"{name} ignored SIGTERM for {timeout:.0f}s: {_tail(services.logs[name])}"
+            f"{name} ignored SIGTERM for {timeout:.0f}s; still running:\n{left}\n{_tail(services.logs[name])}"
         ) from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -13,7 +13,15 @@ from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
 from ml_platform_tests.ml_support import materialize_features, train, training_config
-from ml_platform_tests.services import BIN, free_port, mlflow_server, process, stop, wait_for_http
+from ml_platform_tests.services import (
+    BIN,
+    free_port,
+    mlflow_server,
+    process,
+    stop,
+    wait_for_exit,
+    wait_for_http,
+)
 
 FEATURES = dg.AssetKey(["features", "flight_features"])
 PREDICTIONS = dg.AssetKey(["serving", "predictions"])
@@ -32,6 +40,16 @@ def _wait_for_finished_runs(instance, tags, timeout=120):
         if runs and all(r.is_finished for r in runs) or time.time() > deadline:
             return runs
         time.sleep(1)
+
+
+def _worker_pids(instance, runs) -> list[int]:
+    ends = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE)
+    return [
+        record.event_log_entry.dagster_event.pid
+        for run in runs
+        for kind in ends
+        for record in instance.get_records_for_run(run.run_id, of_type=kind).records
+    ]
 
 
 def _failures(instance, run_id) -> list[str]:
@@ -117,8 +135,11 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             }
             (TEST_OUTPUT / "daemon_e2e" / "latency.json").write_text(json.dumps(report, indent=2))
             print(f"land-to-prediction latency: {report}")
+            # Stopped as an operator would, once every run (the automation's too) is over.
+            everything = _wait_for_finished_runs(instance, {}, timeout=180)
+            wait_for_exit(_worker_pids(instance, everything))
             instance.dispose()
-            assert stop(dev) in (0, -15, 1)
+            assert stop(dev, timeout=60) in (0, -15, 1)
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
         counts = dict(
             conn.execute(

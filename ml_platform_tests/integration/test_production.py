@@ -21,6 +21,7 @@ from datetime import date, timedelta
 import duckdb
 import pytest
 import yaml
+from dagster import DagsterEventType
 
 from ml_platform_tests.conftest import REPO_ROOT
 from ml_platform_tests.integration.live_services import (
@@ -37,7 +38,7 @@ from ml_platform_tests.integration.live_services import (
     shut_down,
     wait_for_command,
 )
-from ml_platform_tests.services import BIN, free_port, process, wait_for_http
+from ml_platform_tests.services import BIN, free_port, process, wait_for_exit, wait_for_http
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -65,11 +66,11 @@ def _pg_connect(dbname: str = "postgres"):
     return conn
 
 
-def _pg_query(dbname: str, sql: str) -> list[tuple]:
+def _pg_query(dbname: str, sql: str, params: tuple = ()) -> list[tuple]:
     conn = _pg_connect(dbname)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             return cur.fetchall()
     finally:
         conn.close()
@@ -307,7 +308,14 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         pg_checks = _pg_query(databases["dagster"], "select count(*) from asset_check_executions")[0][0]
         assert pg_checks >= len(flights) + len(gate)
 
-        # Shut everything down the way docker compose stops it; each must exit on SIGTERM.
+        # Shut everything down the way docker compose stops it, once the runs' workers have
+        # exited (the code server waits for them); each must exit on SIGTERM.
+        ends = _pg_query(
+            databases["dagster"],
+            "select event from event_logs where dagster_event_type in (%s, %s)",
+            (DagsterEventType.RUN_SUCCESS.value, DagsterEventType.RUN_FAILURE.value),
+        )
+        wait_for_exit(json.loads(event)["dagster_event"]["pid"] for (event,) in ends)
         codes = {name: shut_down(services, name) for name in ("daemon", "webserver", "code")}
 
         # MLflow runs recorded against the PostgreSQL-backed tracking server.
