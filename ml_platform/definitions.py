@@ -4,6 +4,7 @@ from dagster import Definitions
 
 from ml_platform.automation.alerts import alert_on_run_failure
 from ml_platform.automation.conditions import automation_condition_sensor
+from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
     apply_policy,
     partition_freshness_checks,
@@ -54,6 +55,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             automation_condition_sensor,
         ],
         resources=build_resources(settings),
+        executor=executor,
     )
     # Freshness and automation conditions are platform policy: set here, once, for every asset.
     return defs.map_asset_specs(func=apply_policy)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
 
+from ml_platform.automation.execution import forkserver_unless_chosen
 from ml_platform.config import DBT_PROJECT_DIR, REPO_ROOT
 from ml_platform.features.assets import dbt_features, dbt_project
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
@@ -109,3 +110,17 @@ def test_the_feature_model_is_incremental_and_the_manifest_is_prepared():
     assert model["config"]["contract"]["enforced"]
     assert "is_incremental()" in json.dumps(model["config"]["pre-hook"])
     assert model["config"]["schema"] == "features"
+
+
+def test_steps_fork_from_a_preloaded_server_unless_the_run_chooses_otherwise():
+    default = forkserver_unless_chosen({"multiprocess": {"max_concurrent": None}})
+    assert default == {
+        "multiprocess": {
+            "max_concurrent": None,
+            "start_method": {"forkserver": {"preload_modules": ["ml_platform.definitions"]}},
+        }
+    }
+    # A run (ingestion, or the launchpad) that asks for one process, or another start method, gets it.
+    assert forkserver_unless_chosen({"in_process": {}}) == {"in_process": {}}
+    spawn = {"multiprocess": {"start_method": {"spawn": {}}}}
+    assert forkserver_unless_chosen(spawn) == spawn
