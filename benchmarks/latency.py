@@ -98,7 +98,12 @@ def land_to_prediction(
 
         home = support.write_dagster_home(work / "dagster_home")
         port = support.free_port()
-        env = {"DAGSTER_HOME": str(home), "ML_PLATFORM_SOURCE": "landing", "ML_PLATFORM_AUTOMATION": "on"}
+        env = {
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10",
+            "ML_PLATFORM_SOURCE": "landing",
+            "ML_PLATFORM_AUTOMATION": "on",
+        }
         args = [
             str(support.BIN / "dagster"),
             "dev",

@@ -11,6 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# As `make dev` starts `dagster dev`: on a stop the code server gives calls in flight 10 s, not
+# Dagster's default 60 s.
+DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"}
+# How long a Dagster service may take to stop. Seen on a loaded 2-core machine: a code server
+# that logged nothing for just over 60 s after SIGTERM while stopping its gRPC child (Dagster's
+# default call timeout is 60 s), then exited.
+STOP_SECONDS = 150
 
 
 def free_port() -> int:

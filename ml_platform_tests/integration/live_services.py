@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ml_platform_tests.conftest import TEST_OUTPUT
-from ml_platform_tests.services import group_processes, process, stop
+from ml_platform_tests.services import STOP_SECONDS, group_processes, process, stop
 
 LOCATION = "ml_platform"
 LOGS = TEST_OUTPUT / "production"
@@ -191,7 +191,7 @@ def service(services: Services, name: str, args: list[str], cwd: Path):
         yield proc
 
 
-def shut_down(services: Services, name: str, timeout: float = 60) -> int:
+def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS) -> int:
     """SIGTERM to the service's main process, as `docker compose stop` sends it; it must exit, and
     take the processes it started with it."""
     proc = services.procs.pop(name)

@@ -15,6 +15,8 @@ from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
 from ml_platform_tests.ml_support import materialize_features, train, training_config
 from ml_platform_tests.services import (
     BIN,
+    DEV_ENV,
+    STOP_SECONDS,
     free_port,
     mlflow_server,
     process,
@@ -87,6 +89,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
         shutil.copy(REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
         port = free_port()
         run_env = {
+            **DEV_ENV,
             **env,
             "DAGSTER_HOME": str(home),
             "ML_PLATFORM_SOURCE": "landing",
@@ -139,7 +142,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             everything = _wait_for_finished_runs(instance, {}, timeout=180)
             wait_for_exit(_worker_pids(instance, everything))
             instance.dispose()
-            assert stop(dev, timeout=60) in (0, -15, 1)
+            assert stop(dev, timeout=STOP_SECONDS) in (0, -15, 1)
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
         counts = dict(
             conn.execute(

@@ -184,6 +184,9 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         "ML_PLATFORM_AUTOMATION": "off",
         "ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5",
         "ML_PLATFORM_ALERT_WEBHOOK_URL": "",
+        "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": _compose_service("code")["environment"][
+            "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD"
+        ],
         # Unset anything the calling shell may carry.
         "ML_PLATFORM_SOURCE": "",
         "ML_PLATFORM_WAREHOUSE": "",

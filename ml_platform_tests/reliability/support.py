@@ -21,7 +21,7 @@ import yaml
 
 from ml_platform.config import Settings, load_settings
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
-from ml_platform_tests.services import BIN, free_port, process, wait_for_http
+from ml_platform_tests.services import BIN, DEV_ENV, free_port, process, wait_for_http
 
 OUTPUT = TEST_OUTPUT / "reliability"
 # Variables that must not leak into an environment from the developer's shell.
@@ -274,7 +274,7 @@ def dagster_dev(name: str, **env: str) -> Iterator[DevServer]:
     port = free_port()
     log = OUTPUT / name / "dagster-dev.log"
     args = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
-    with process(args, log, env=env, cwd=REPO_ROOT) as proc:
+    with process(args, log, env={**DEV_ENV, **env}, cwd=REPO_ROOT) as proc:
         wait_for_http(f"http://127.0.0.1:{port}/server_info", timeout=240, proc=proc, log=log)
         server = DevServer(proc, port, log)
         server.wait_for_code_location()
