@@ -8,11 +8,12 @@ import signal
 import subprocess
 import time
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from ml_platform_tests.conftest import TEST_OUTPUT
-from ml_platform_tests.services import STOP_SECONDS, group_processes, process, stop
+from ml_platform_tests.services import KNOWN_STOP_HANG, STOP_SECONDS, group_processes, process, stop
 
 LOCATION = "ml_platform"
 LOGS = TEST_OUTPUT / "production"
@@ -191,9 +192,10 @@ def service(services: Services, name: str, args: list[str], cwd: Path):
         yield proc
 
 
-def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS) -> int:
+def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS, may_hang: bool = False) -> int:
     """SIGTERM to the service's main process, as `docker compose stop` sends it; it must exit, and
-    take the processes it started with it."""
+    take the processes it started with it. ``may_hang``: a hang is killed, as compose does after
+    the stop grace period, and reported as a warning instead of failing (see ``KNOWN_STOP_HANG``)."""
     proc = services.procs.pop(name)
     assert proc.poll() is None, f"{name} died before shutdown: {_tail(services.logs[name])}"
     proc.send_signal(signal.SIGTERM)
@@ -202,9 +204,11 @@ def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS) -> i
     except subprocess.TimeoutExpired:
         left = group_processes(proc.pid)
         stop(proc)
-        raise AssertionError(
-            f"{name} ignored SIGTERM for {timeout:.0f}s; still running:\n{left}\n{_tail(services.logs[name])}"
-        ) from None
+        message = f"{name} ignored SIGTERM for {timeout:.0f}s; still running:\n{left}"
+        if may_hang:
+            warnings.warn(f"{KNOWN_STOP_HANG} {message}", stacklevel=2)
+            return proc.returncode
+        raise AssertionError(f"{message}\n{_tail(services.logs[name])}") from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
