@@ -16,11 +16,12 @@ BIN = Path(sys.executable).parent
 DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"}
 # How long a Dagster service may take to stop (a clean stop takes a few seconds).
 STOP_SECONDS = 60
-# Seen on a 2-core AMD EPYC machine in each of three full-suite runs, and in none of three runs
-# of the integration cases on their own: a Dagster code server (`dagster code-server start` and its
-# `dagster api grpc` child), stopped a few seconds after its last run ended, logs nothing more
-# and ignores SIGTERM, both processes; only SIGKILL ends it, as `docker compose stop` sends after
-# the stop grace period. Reported, not failed on, until it is understood.
+# Seen on a 2-core AMD EPYC machine in every run from a fresh clone (three full suites, one run
+# of the two integration cases), in none of three runs of those cases in a working checkout: a
+# Dagster code server (`dagster code-server start` and its `dagster api grpc` child), stopped a
+# few seconds after its last run ended, logs nothing more and ignores SIGTERM; only SIGKILL ends
+# it, as `docker compose stop` sends after the stop grace period. Reported, not failed on, until
+# it is understood.
 KNOWN_STOP_HANG = "known code-server stop hang:"
 
 
