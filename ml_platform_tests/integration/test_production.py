@@ -23,6 +23,7 @@ import pytest
 import yaml
 from dagster import DagsterEventType
 
+from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform_tests.conftest import REPO_ROOT
 from ml_platform_tests.integration.live_services import (
     CHECK_EXECUTIONS,
@@ -261,7 +262,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
             "__ASSET_JOB",
             assets=reference + daily,
             tags={"dagster/partition": FIRST_DAY.isoformat()},
-            run_config={"execution": {"config": {"in_process": {}}}},
+            run_config=IN_ONE_PROCESS,
         )
         single = await_run(url, first_id, 180, services)
         assert {"key": "dagster/partition", "value": FIRST_DAY.isoformat()} in single["tags"]

@@ -36,7 +36,6 @@ CLEARED = (
     "ML_PLATFORM_PROMOTION_AUC_FLOOR",
     "DAGSTER_HOME",
 )
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 RUN_WAIT_SECONDS = 600
 
 

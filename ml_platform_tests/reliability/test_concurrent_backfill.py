@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
@@ -30,7 +31,6 @@ from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import connect
 from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, REPORT_ENV_VAR, fault_dbt_executable
 from ml_platform_tests.reliability.support import (
-    IN_PROCESS,
     dagster_dev,
     failure_messages,
     instance_yaml,
@@ -114,7 +114,7 @@ def backfill(tmp_path, first: date, last: date, record) -> None:
             reader = Reader(env.warehouse)
             reader.start()
             run_ids = [
-                dev.submit("ingest_days", tags={"dagster/partition": day}, run_config=IN_PROCESS)
+                dev.submit("ingest_days", tags={"dagster/partition": day}, run_config=IN_ONE_PROCESS)
                 for day in days
             ]
             # Generous: on two cores shared with another daemon case a day's run takes up to ~2 min.

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
@@ -29,7 +30,6 @@ from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import CHAMPION
 from ml_platform_tests.ml_support import all_definitions
 from ml_platform_tests.reliability.support import (
-    IN_PROCESS,
     OUTPUT,
     claimed_slots,
     dagster_dev,
@@ -189,7 +189,7 @@ def test_a_daemon_launched_run_killed_mid_write_is_marked_failed(landed, record)
         # In-process executor: the run worker itself dies, so nothing inside the run can report
         # it. (With the multiprocess executor the step's process dies under a living run worker,
         # which retries the step by its retry policy and then fails the run itself.)
-        run_id = dev.submit("ingest_days", tags={"dagster/partition": D1}, run_config=IN_PROCESS)
+        run_id = dev.submit("ingest_days", tags={"dagster/partition": D1}, run_config=IN_ONE_PROCESS)
         (run,) = wait_for_runs(instance, [run_id], timeout=300, server=dev)
         detected = time.monotonic() - started
         deadline = time.monotonic() + 90
