@@ -77,7 +77,11 @@ def write_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     text = INSTANCE_YAML.read_text()
     if postgres_url:
-        text += f"\nstorage:\n  postgres:\n    postgres_url: {postgres_url}\n"
+        import yaml
+
+        config = yaml.safe_load(text)
+        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
+        text = yaml.safe_dump(config, sort_keys=False)
     (home / "dagster.yaml").write_text(text)
     return home
 

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import DagsterInstance, instance_for_test
 
 from ml_platform.config import Settings, load_settings
@@ -45,12 +46,19 @@ def landing_resources(landing_settings: Settings) -> dict:
     return build_resources(landing_settings)
 
 
+def local_instance(home: Path):
+    """A Dagster instance in ``home`` on the storage `make dev` uses (deploy/dagster.local.yaml)."""
+    storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.local.yaml").read_text())["storage"]
+    storage["custom"]["config"]["base_dir"] = str(home)
+    return instance_for_test(temp_dir=str(home), overrides={"storage": storage})
+
+
 @pytest.fixture
 def instance(tmp_path: Path):
     """A real (SQLite-backed) Dagster instance in a temp directory."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as inst:
+    with local_instance(home) as inst:
         yield inst
 
 

@@ -25,7 +25,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     DagsterInstance,
-    instance_for_test,
     materialize,
 )
 from pandas.testing import assert_frame_equal
@@ -37,6 +36,7 @@ from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
 from ml_platform.resources import build_resources
 from ml_platform.resources.dbt import DbtCli
 from ml_platform.versions import FORCE_TAG
+from ml_platform_tests.conftest import local_instance
 
 RAW_FLIGHTS = AssetKey(["raw", "flights"])
 RAW_WEATHER = AssetKey(["raw", "weather"])
@@ -96,7 +96,7 @@ def _environment(root: Path) -> Iterator[Platform]:
         (data / "mlflow").mkdir(parents=True)
         (root / "dagster_home").mkdir()
         settings = load_settings()
-        with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        with local_instance(root / "dagster_home") as instance:
             yield Platform(settings, build_resources(settings), instance)
 
 

@@ -17,7 +17,6 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
-    instance_for_test,
     materialize,
 )
 from pandas.testing import assert_frame_equal
@@ -38,6 +37,7 @@ from ml_platform.ingestion.source import (
     write_frame_atomically,
 )
 from ml_platform.resources import build_resources
+from ml_platform_tests.conftest import local_instance
 
 JAN1, JAN2 = date(2013, 1, 1), date(2013, 1, 2)
 FEATURES = AssetKey(["features", "flight_features"])
@@ -314,7 +314,7 @@ def _environment(root: Path, source: str) -> Iterator[tuple[Settings, dict, Dags
         (data / "mlflow").mkdir(parents=True)
         (root / "dagster_home").mkdir()
         settings = load_settings()
-        with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        with local_instance(root / "dagster_home") as instance:
             yield settings, build_resources(settings), instance
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile, feature_psi
-from ml_platform.ml.frames import CATEGORICAL, FEATURES, NUMERIC, split_training_set
+from ml_platform.ml.frames import CATEGORICAL, FEATURES, NUMERIC, feature_frame, split_training_set
 from ml_platform.ml.gate import decide
 from ml_platform.ml.metrics import classification_metrics, expected_calibration_error
 from ml_platform.ml.training import fit_and_evaluate, score
@@ -104,6 +104,22 @@ def test_each_candidate_learns_and_scores_unseen_categories(builder):
         "model_version",
     ]
     assert scored.late_probability.between(0, 1).all() and (scored.model_version == "7").all()
+    # Scoring skips the pipeline's own finiteness checks: the probabilities must still be exactly
+    # what predict_proba gives, missing values included.
+    with_gaps = frame.head(40).copy()
+    with_gaps.loc[with_gaps.index[::3], ["temp", "visib"]] = np.nan
+    expected = result.model.predict_proba(feature_frame(with_gaps))[:, 1]
+    scored = score(result.model, with_gaps, 0.5, version="7", model_name="m")
+    np.testing.assert_array_equal(scored.late_probability.to_numpy(), expected)
+    assert scored.flight_id.tolist() == with_gaps.flight_id.tolist()
+
+
+def test_infinite_feature_values_are_refused_by_name():
+    """Scoring trusts feature_frame's check, so an infinity must stop there, named."""
+    frame = synthetic_features(days=1).head(5)
+    frame.loc[frame.index[2], "distance"] = np.inf
+    with pytest.raises(ValueError, match=r"feature column\(s\) distance hold infinite values"):
+        feature_frame(frame)
 
 
 def test_fit_refuses_an_empty_window_with_a_clear_error():

@@ -7,6 +7,7 @@ import pytest
 
 from ml_platform.config import load_settings
 from ml_platform.resources import build_resources
+from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import (
     SERVING,
     all_definitions,
@@ -28,7 +29,7 @@ def counted(tmp_path, monkeypatch):
         monkeypatch.delenv("ML_PLATFORM_MLFLOW_ARTIFACTS", raising=False)
         monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
         (tmp_path / "home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        with local_instance(tmp_path / "home") as instance:
             yield load_settings(), instance, proxy
 
 

@@ -1,10 +1,10 @@
 """The ML lifecycle against a real ``mlflow server`` process, as ``make dev`` runs it."""
 
-import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ml_platform.config import load_settings
+from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import materialize_features, predict, train, training_config
 from ml_platform_tests.services import mlflow_server, stop
 
@@ -19,7 +19,7 @@ def served(tmp_path, monkeypatch):
         # A short February window; this test is about the served store, not the gate's floor.
         monkeypatch.setenv("ML_PLATFORM_PROMOTION_AUC_FLOOR", "0.5")
         (tmp_path / "home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        with local_instance(tmp_path / "home") as instance:
             yield load_settings(), instance, url, proc
 
 

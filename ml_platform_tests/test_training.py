@@ -12,6 +12,7 @@ from ml_platform.config import load_settings
 from ml_platform.ml.frames import feature_frame
 from ml_platform.resources import build_resources
 from ml_platform.resources.policy import ModelPolicy
+from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import (
     MONITORING,
     WEAK_CANDIDATES,
@@ -38,7 +39,7 @@ def ml_env(tmp_path_factory):
         (root / "data" / "mlflow").mkdir(parents=True)
         (root / "dagster_home").mkdir()
         settings = load_settings()
-        with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        with local_instance(root / "dagster_home") as instance:
             assert materialize_features(settings, instance, "2013-01-05", "2013-01-24").success
             first = train(settings, instance, training_config(CUTOFF))
             yield settings, instance, first

@@ -18,7 +18,7 @@ from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
 from ml_platform.resources import build_resources
 from ml_platform.versions import FORCE_TAG, frame_hash, source_version
-from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
+from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT, local_instance
 from ml_platform_tests.ml_support import (
     all_definitions,
     materialize_features,
@@ -47,7 +47,7 @@ def env(tmp_path_factory):
         (root / "data" / "mlflow").mkdir(parents=True)
         settings = load_settings()
         land_days(date(2013, 1, 5), 18, settings.landing_root, echo=lambda _: None)
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        with local_instance(home) as instance:
             started = time.perf_counter()
             assert materialize_features(settings, instance, "2013-01-05", "2013-01-22").success
             features_seconds = time.perf_counter() - started

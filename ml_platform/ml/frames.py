@@ -28,13 +28,16 @@ DAY = "flight_date"
 
 def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The model input: declared feature columns, in order, with stable dtypes (categories as
-    Python objects with None for missing, numbers as float64). Columns already in those dtypes
-    are passed through without conversion: this runs on every scored row."""
+    Python objects with None for missing, numbers as float64, finite or NaN). Columns already in
+    those dtypes are passed through without conversion: this runs on every scored row."""
     missing = [c for c in FEATURES if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks column(s) {', '.join(missing)}")
     columns = {col: _categories(frame[col]) for col in CATEGORICAL}
     columns.update({col: _numbers(frame[col]) for col in NUMERIC})
+    infinite = [col for col in NUMERIC if np.isinf(columns[col]).any()]
+    if infinite:
+        raise ValueError(f"feature column(s) {', '.join(infinite)} hold infinite values")
     return pd.DataFrame(columns, copy=False)
 
 

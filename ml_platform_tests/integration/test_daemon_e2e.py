@@ -13,7 +13,7 @@ import pytest
 
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
-from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
+from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT, local_instance
 from ml_platform_tests.ml_support import materialize_features, train, training_config
 from ml_platform_tests.services import (
     BIN,
@@ -82,7 +82,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
         monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
         # A champion trained on January, before anything lands.
         (tmp_path / "prep").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "prep")) as prep:
+        with local_instance(tmp_path / "prep") as prep:
             settings = load_settings()
             assert materialize_features(settings, prep, "2013-01-05", "2013-01-24").success
             assert train(settings, prep, training_config("2013-01-19")).success
