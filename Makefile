@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-# The dbt manifest is prepared here, never parsed at run time.
+# The dbt manifest is prepared here, for the warehouse the platform uses by default (dbt keys its
+# parse state on the path), so builds start from it instead of re-parsing the project.
 $(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' | grep -v target/)
-	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+	ML_PLATFORM_WAREHOUSE=$(shell pwd -P)/data/warehouse.duckdb \
+		$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
 	touch $(MANIFEST)
 
 manifest: $(MANIFEST)

@@ -117,6 +117,7 @@ def land_to_prediction(
         started = time.perf_counter()
         with support.process(args, work / "dagster-dev.log", env=env) as dev:
             startup = wait_until_loaded(f"http://127.0.0.1:{port}", dev, started)
+            os.environ["DAGSTER_HOME"] = str(home)  # the local storage's base directory
             instance = dg.DagsterInstance.from_config(str(home))
             support.wait_for(
                 lambda: all(

@@ -91,6 +91,8 @@ def instance(home: Path, storage: str = "sqlite"):
     """A Dagster instance in ``home`` on SQLite (the embedded default) or a fresh PostgreSQL db."""
     import dagster as dg
 
+    # The local instance's storage finds its files through DAGSTER_HOME, as `make dev` sets it.
+    os.environ["DAGSTER_HOME"] = str(home)
     if storage == "postgres":
         with postgres_database() as url:
             write_dagster_home(home, url)

@@ -16,6 +16,9 @@ BIN = Path(sys.executable).parent
 DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"}
 # How long a Dagster service may take to stop (a clean stop takes a few seconds).
 STOP_SECONDS = 60
+# A code server waits for open calls up to the grace period, then 5 s more, before it exits: past
+# that (and a margin for a loaded machine) it is not stopping.
+CODE_SERVER_STOP_SECONDS = int(DEV_ENV["DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD"]) + 5 + 15
 # Seen on a 2-core AMD EPYC machine in every run from a fresh clone (three full suites, one run
 # of the two integration cases), in none of three runs of those cases in a working checkout: a
 # Dagster code server (`dagster code-server start` and its `dagster api grpc` child), stopped a

@@ -34,7 +34,7 @@ from ml_platform.features.assets import dbt_features, prune_run_targets
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
 from ml_platform.resources import build_resources
-from ml_platform.resources.dbt import DbtCli
+from ml_platform.resources.dbt import DbtCli, parse_state_path
 from ml_platform.versions import FORCE_TAG
 from ml_platform_tests.conftest import local_instance
 
@@ -292,6 +292,17 @@ def test_rematerializing_a_day_changes_nothing(platform, rerun):
 
 
 # --- 2013-12-31: a day without weather -----------------------------------------------------------
+
+
+def test_a_build_starts_from_the_parse_state_the_previous_build_left(platform, year_end):
+    """dbt re-parses only what changed since the last build against this warehouse (the window
+    variables), not the whole project, although the prepared manifest was made for another path."""
+    assert year_end.success
+    assert parse_state_path(DBT_PROJECT_DIR, str(platform.settings.warehouse_path)).exists()
+    (target,) = (DBT_PROJECT_DIR / "target").glob(f"dbt_features-{year_end.run_id[:7]}-*")
+    log = (target / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log
+    assert "Partial parsing enabled" in log
 
 
 def test_a_day_without_weather_is_an_empty_partition_with_warnings(platform, year_end):

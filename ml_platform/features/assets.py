@@ -1,6 +1,5 @@
 """dbt models as assets: staging views and the incremental ``flight_features`` table."""
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +16,8 @@ from ml_platform.features.freshness_of_inputs import (
     unchanged_window,
 )
 from ml_platform.partitions import daily_partitions, window_dates
-from ml_platform.resources.dbt import DbtCli
-from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
+from ml_platform.resources.dbt import DbtCli, environment
+from ml_platform.resources.warehouse import WAREHOUSE_ENV_VAR, WAREHOUSE_POOL, Warehouse, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
 
 GROUP = "features"
@@ -55,9 +54,15 @@ class FeatureTranslator(DagsterDbtTranslator):
         return {**super().get_metadata(dbt_resource_props), **extra}
 
 
-def dbt_window_vars(context: AssetExecutionContext) -> dict[str, str]:
+def dbt_environment(context: AssetExecutionContext, warehouse: Warehouse) -> dict[str, str]:
+    """What a build reads from its environment: the warehouse file and the partition window
+    (``macros/window.sql``)."""
     start, end = window_dates(*context.partition_time_window)
-    return {"min_date": start.isoformat(), "max_date": end.isoformat()}
+    return {
+        WAREHOUSE_ENV_VAR: str(Path(warehouse.path).resolve()),
+        "ML_PLATFORM_DBT_MIN_DATE": start.isoformat(),
+        "ML_PLATFORM_DBT_MAX_DATE": end.isoformat(),
+    }
 
 
 @dbt_assets(
@@ -92,9 +97,8 @@ def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
                 {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
             )
     prune_run_targets(dbt_project.project_dir / "target")
-    with warehouse.exported():
-        args = ["build", "--vars", json.dumps(dbt_window_vars(context))]
-        for event in dbt.cli(args, context=context).stream():
+    with environment(dbt_environment(context, warehouse)):
+        for event in dbt.stream(["build"], context, warehouse.path):
             if isinstance(event, Output):
                 event = event.with_metadata({**event.metadata, "unchanged": False})
             yield event

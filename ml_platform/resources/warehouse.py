@@ -8,7 +8,6 @@ are inserted by column name (never by position), partition bounds are bound as D
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -280,19 +279,6 @@ class Warehouse(ConfigurableResource):
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         with self.connection() as conn:
             return conn.execute(sql, list(params or [])).fetchdf()
-
-    @contextmanager
-    def exported(self) -> Iterator[None]:
-        """Expose this warehouse's path to subprocesses (dbt reads it from the environment)."""
-        previous = os.environ.get(WAREHOUSE_ENV_VAR)
-        os.environ[WAREHOUSE_ENV_VAR] = str(Path(self.path).resolve())
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(WAREHOUSE_ENV_VAR, None)
-            else:
-                os.environ[WAREHOUSE_ENV_VAR] = previous
 
 
 def describe_frame(frame: pd.DataFrame, date_column: str | None = None, preview_rows: int = 5) -> dict:

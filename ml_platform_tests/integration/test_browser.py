@@ -93,9 +93,10 @@ def expand_all_groups(driver) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_ui_shows_the_asset_graph_and_latest_materialization(settings, resources, tmp_path):
+def test_ui_shows_the_asset_graph_and_latest_materialization(settings, resources, tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     shutil.copy(REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
     # Something to show: one materialization with its metadata, in the instance the UI reads.
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -17,9 +17,9 @@ from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT, local_instance
 from ml_platform_tests.ml_support import materialize_features, train, training_config
 from ml_platform_tests.services import (
     BIN,
+    CODE_SERVER_STOP_SECONDS,
     DEV_ENV,
     KNOWN_STOP_HANG,
-    STOP_SECONDS,
     free_port,
     mlflow_server,
     process,
@@ -106,6 +106,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             land_days(
                 date.fromisoformat(DAYS[0]), len(DAYS), load_settings().landing_root, echo=lambda _: None
             )
+            monkeypatch.setenv("DAGSTER_HOME", str(home))
             instance = dg.DagsterInstance.from_config(str(home))
             deadline = time.time() + 420
             while time.time() < deadline:
@@ -145,7 +146,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             everything = _wait_for_finished_runs(instance, {}, timeout=180)
             wait_for_exit(_worker_pids(instance, everything))
             instance.dispose()
-            code = stop(dev, timeout=STOP_SECONDS)
+            code = stop(dev, timeout=CODE_SERVER_STOP_SECONDS)
             if code == -signal.SIGKILL:  # dagster dev waits for its code server
                 warnings.warn(f"{KNOWN_STOP_HANG} dagster dev needed SIGKILL", stacklevel=1)
             else:

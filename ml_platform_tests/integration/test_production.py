@@ -39,7 +39,14 @@ from ml_platform_tests.integration.live_services import (
     shut_down,
     wait_for_command,
 )
-from ml_platform_tests.services import BIN, free_port, process, wait_for_exit, wait_for_http
+from ml_platform_tests.services import (
+    BIN,
+    CODE_SERVER_STOP_SECONDS,
+    free_port,
+    process,
+    wait_for_exit,
+    wait_for_http,
+)
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -321,7 +328,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         )
         wait_for_exit(json.loads(event)["dagster_event"]["pid"] for (event,) in ends)
         codes = {name: shut_down(services, name) for name in ("daemon", "webserver")}
-        codes["code"] = shut_down(services, "code", may_hang=True)
+        codes["code"] = shut_down(services, "code", timeout=CODE_SERVER_STOP_SECONDS, may_hang=True)
 
         # MLflow runs recorded against the PostgreSQL-backed tracking server.
         from mlflow.tracking import MlflowClient

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from ml_platform.config import Settings, load_settings
+from ml_platform.resources.dbt import environment
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
 from ml_platform_tests.services import BIN, DEV_ENV, free_port, process, wait_for_http
 
@@ -116,20 +117,9 @@ def platform(root: Path, source: str = "packaged", *, instance_config: str | Non
         yield env, settings, instance
 
 
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in (*values, *CLEARED)}
-    for name in CLEARED:
-        os.environ.pop(name, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _environ(values: dict[str, str]):
+    """These variables set and the platform's others unset, for the duration."""
+    return environment({**dict.fromkeys(CLEARED), **values})
 
 
 # --- the warehouse ---------------------------------------------------------------------------------
