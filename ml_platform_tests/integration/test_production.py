@@ -52,10 +52,11 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 FIRST_DAY = date(2013, 1, 5)
-BACKFILL_DAYS = [FIRST_DAY + timedelta(days=i) for i in range(1, 18)]  # 2013-01-06 .. 2013-01-22
+BACKFILL_DAYS = [FIRST_DAY + timedelta(days=i) for i in range(1, 10)]  # 2013-01-06 .. 2013-01-14
+# Trained on the first week, evaluated on the three days after it: all ten days ingested above.
 TRAINING_RUN_CONFIG = {
     "ops": {
-        "training__training_set": {"config": {"cutoff": "2013-01-19", "window_days": 14, "holdout_days": 4}}
+        "training__training_set": {"config": {"cutoff": "2013-01-12", "window_days": 7, "holdout_days": 3}}
     }
 }
 
