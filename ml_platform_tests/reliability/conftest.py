@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -129,18 +130,41 @@ def _change(change) -> None:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, worker_id):
     """One platform with features, a real MLflow server and a gated champion, shared by the
-    registry, MLflow and idempotency cases (each compares against the state it starts from)."""
+    registry, MLflow and idempotency cases (each compares against the state it starts from).
+
+    Built once per test session, whatever the number of workers: the first worker to need it
+    trains it into a shared directory; every worker then runs on a copy of that directory, with
+    its own ``mlflow server`` over the copied store."""
+    from ml_platform_tests.reliability.support import PlatformEnv, TrainedPlatform
+    from ml_platform_tests.services import mlflow_server
+
+    session_root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # under pytest-xdist each worker has its own base below the session's
+        session_root = session_root.parent
+    snapshot = session_root / "trained-snapshot"
+    with open(session_root / "trained-snapshot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (snapshot / "complete").exists():
+            shutil.rmtree(snapshot, ignore_errors=True)
+            _train_snapshot(snapshot)
+            (snapshot / "complete").touch()
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(snapshot, root, dirs_exist_ok=True)
+    with mlflow_server(root / "mlflow-server") as (url, _):
+        extra = {"MLFLOW_TRACKING_URI": url, "ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5"}
+        yield TrainedPlatform(PlatformEnv(root, extra=extra), url)
+
+
+def _train_snapshot(root: Path) -> None:
     from ml_platform_tests.ml_support import materialize_features, train
     from ml_platform_tests.reliability.support import FEATURE_DAYS, TrainedPlatform, platform
     from ml_platform_tests.services import mlflow_server
 
-    root = tmp_path_factory.mktemp("trained")
     with mlflow_server(root / "mlflow-server") as (url, _):
         extra = {"MLFLOW_TRACKING_URI": url, "ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5"}
         with platform(root, **extra) as (env, settings, instance):
             world = TrainedPlatform(env, url)
             assert materialize_features(settings, instance, *FEATURE_DAYS).success
             assert train(settings, instance, world.run_config()).success
-        yield world
