@@ -80,12 +80,13 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("ML_PLATFORM_MLFLOW_ARTIFACTS", raising=False)
         monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
-        # A champion trained on January, before anything lands.
+        # A champion trained on the week before, before anything lands.
         (tmp_path / "prep").mkdir()
         with local_instance(tmp_path / "prep") as prep:
             settings = load_settings()
-            assert materialize_features(settings, prep, "2013-01-05", "2013-01-24").success
-            assert train(settings, prep, training_config("2013-01-19")).success
+            assert materialize_features(settings, prep, "2013-01-15", "2013-01-24").success
+            config = training_config("2013-01-22", window_days=7, holdout_days=3)
+            assert train(settings, prep, config).success
 
         home = tmp_path / "dagster_home"
         home.mkdir()
