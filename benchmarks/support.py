@@ -211,6 +211,13 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, wh
     raise TimeoutError(f"{what}: not ready within {timeout:.0f}s")
 
 
+def interrupts_as_usual() -> None:
+    """Run in the child before exec. A shell's background job starts with SIGINT ignored; Python
+    then leaves it ignored, and Dagster's services map SIGTERM to the SIGINT handler, so they
+    would ignore SIGTERM too and never stop. The child gets the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def process(args: list[str], log: Path, env: dict | None = None, cwd: Path | None = None):
     """A command in its own session; on exit SIGTERM its group, then SIGKILL."""
@@ -223,6 +230,7 @@ def process(args: list[str], log: Path, env: dict | None = None, cwd: Path | Non
             env={**os.environ, **(env or {})},
             cwd=cwd or REPO_ROOT,
             start_new_session=True,
+            preexec_fn=interrupts_as_usual,
         )
         try:
             yield proc

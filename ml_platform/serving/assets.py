@@ -9,7 +9,7 @@ import ml_platform.ml.frames as frames_module
 import ml_platform.ml.training as training_module
 from ml_platform.features.assets import feature_reader_version
 from ml_platform.ml.frames import DAY
-from ml_platform.ml.training import score
+from ml_platform.ml.training import score, warm_up
 from ml_platform.partitions import daily_partitions
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
@@ -45,7 +45,10 @@ def predictions(
             f"no version of {mlflow.registered_model_name} carries the alias @champion; "
             "materialize training/champion_model first"
         )
+    loading = time.perf_counter()
     model = mlflow.load_version(version.version)
+    warm_up(model, flight_features)
+    load_seconds = time.perf_counter() - loading
     started = time.perf_counter()
     frame = score(
         model, flight_features, policy.decision_threshold, version.version, mlflow.registered_model_name
@@ -69,5 +72,6 @@ def predictions(
             "model_version": str(version.version),
             "mean_probability": float(frame.late_probability.mean()) if len(frame) else float("nan"),
             "scoring_rows_per_second": MetadataValue.float(len(frame) / seconds if seconds > 0 else 0.0),
+            "model_load_seconds": MetadataValue.float(round(load_seconds, 3)),
         },
     )

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import time
 import urllib.request
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from ml_platform_tests.conftest import TEST_OUTPUT
-from ml_platform_tests.services import KNOWN_STOP_HANG, STOP_SECONDS, group_processes, process, stop
+from ml_platform_tests.services import STOP_SECONDS, group_processes, process, stop
 
 LOCATION = "ml_platform"
 LOGS = TEST_OUTPUT / "production"
@@ -192,10 +191,9 @@ def service(services: Services, name: str, args: list[str], cwd: Path):
         yield proc
 
 
-def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS, may_hang: bool = False) -> int:
+def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS) -> int:
     """SIGTERM to the service's main process, as `docker compose stop` sends it; it must exit, and
-    take the processes it started with it. ``may_hang``: a hang is killed, as compose does after
-    the stop grace period, and reported as a warning instead of failing (see ``KNOWN_STOP_HANG``)."""
+    take the processes it started with it."""
     proc = services.procs.pop(name)
     assert proc.poll() is None, f"{name} died before shutdown: {_tail(services.logs[name])}"
     proc.send_signal(signal.SIGTERM)
@@ -205,9 +203,6 @@ def shut_down(services: Services, name: str, timeout: float = STOP_SECONDS, may_
         left = group_processes(proc.pid)
         stop(proc)
         message = f"{name} ignored SIGTERM for {timeout:.0f}s; still running:\n{left}"
-        if may_hang:
-            warnings.warn(f"{KNOWN_STOP_HANG} {message}", stacklevel=2)
-            return proc.returncode
         raise AssertionError(f"{message}\n{_tail(services.logs[name])}") from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -329,7 +329,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         )
         wait_for_exit(json.loads(event)["dagster_event"]["pid"] for (event,) in ends)
         codes = {name: shut_down(services, name) for name in ("daemon", "webserver")}
-        codes["code"] = shut_down(services, "code", timeout=CODE_SERVER_STOP_SECONDS, may_hang=True)
+        codes["code"] = shut_down(services, "code", timeout=CODE_SERVER_STOP_SECONDS)
 
         # MLflow runs recorded against the PostgreSQL-backed tracking server.
         from mlflow.tracking import MlflowClient
@@ -385,6 +385,4 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
     }
     (LOGS / "timings.json").write_text(json.dumps(report, indent=2))
     print(f"production topology: {report}")
-    hung = {name: code for name, code in codes.items() if name == "code" and code == -signal.SIGKILL}
-    stopped = {name: code for name, code in codes.items() if name not in hung}
-    assert all(code in (0, -signal.SIGTERM) for code in stopped.values()), codes
+    assert all(code in (0, -signal.SIGTERM) for code in codes.values()), codes
