@@ -42,9 +42,10 @@ def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _categories(column: pd.Series) -> np.ndarray:
-    values = column.to_numpy(dtype=object, copy=True)
+    values = column.to_numpy(dtype=object)
     missing = pd.isna(values)
     if missing.any():
+        values = values.copy()  # never write into the caller's frame
         values[missing] = None
     return values
 

@@ -41,15 +41,18 @@ def score(model, features: pd.DataFrame, threshold: float, version: str, model_n
     """One prediction row per flight, carrying the model version that made it."""
     proba = late_probability(model, feature_frame(features)) if len(features) else np.array([])
     keys = features[KEY]
+    rows = len(features)
+    # Built from arrays without copies; a constant column costs one fill, not a broadcast.
     return pd.DataFrame(
         {
             KEY: keys.to_numpy() if keys.dtype == object else keys.astype("string").to_numpy(),
             DAY: _days(features[DAY]),
-            "late_probability": proba.astype("float64"),
+            "late_probability": proba.astype("float64", copy=False),
             "predicted_late": proba >= threshold,
-            "model_name": model_name,
-            "model_version": str(version),
-        }
+            "model_name": np.full(rows, model_name, dtype=object),
+            "model_version": np.full(rows, str(version), dtype=object),
+        },
+        copy=False,
     )
 
 
