@@ -89,13 +89,14 @@ def _no_definitions_load_context_across_tests():
 
 # Files whose cases start services and run through a daemon take minutes each; started first, the
 # quick files fill the other worker around them instead of leaving one worker alone at the end.
-# The first file that needs the shared trained platform (reliability/conftest.py) builds it; the
-# next two keep the other worker busy meanwhile, so it does not wait for the build.
+# The first file that needs the shared trained platform (reliability/conftest.py) goes first and
+# builds it, while the other worker starts the production-topology case; the other files that
+# need it come late enough to find it built.
 SLOW_FIRST = [
+    "reliability/test_killed_writes.py",
     "integration/test_production.py",
     "reliability/test_concurrent_backfill.py",
     "integration/test_daemon_e2e.py",
-    "reliability/test_killed_writes.py",
     "integration/test_browser.py",
     "test_versions.py",
     "reliability/test_idempotency.py",
