@@ -17,11 +17,9 @@ setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# --no-compile: Python compiles the modules a process imports when it first imports them,
-# instead of pip compiling every installed file up front (about 55 s of the install here).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
 # The dbt manifest is prepared here, for the warehouse the platform uses by default (dbt keys its
