@@ -11,6 +11,7 @@ from ml_platform.automation.freshness import (
     partition_freshness_sensor,
 )
 from ml_platform.automation.jobs import ingest_days_job, retrain_job
+from ml_platform.automation.pool_waits import sleep_between_pool_claims
 from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
 from ml_platform.automation.sensors import landing_sensor, replay_sensor, retrain_on_degradation_sensor
 from ml_platform.config import Settings, load_settings
@@ -23,6 +24,8 @@ from ml_platform.serving.assets import predictions
 from ml_platform.training.assets import training_set
 from ml_platform.training.candidates import candidate_assets
 from ml_platform.training.selection import champion_model, champion_passed_gate, model_selection
+
+sleep_between_pool_claims()
 
 ASSETS = [
     *raw_daily_assets,
