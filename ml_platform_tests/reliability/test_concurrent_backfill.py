@@ -21,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.config import DBT_PROJECT_DIR
@@ -29,6 +30,7 @@ from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.resources import build_resources
 from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import connect
+from ml_platform_tests.ml_support import SERVING, all_definitions, train, training_config
 from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, REPORT_ENV_VAR, fault_dbt_executable
 from ml_platform_tests.reliability.support import (
     dagster_dev,
@@ -100,14 +102,15 @@ def expected_keys(first: date, last: date) -> pd.DataFrame:
     return keys.astype({"flight": "int64", "sched_dep_time": "int64"})
 
 
-def backfill(tmp_path, first: date, last: date, record) -> None:
+def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) -> None:
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     started = time.monotonic()
     # The shipped instance launches a run only while a warehouse pool slot is free, which
     # serializes runs end to end; a run buffer lets four runs be in flight, their writing steps
     # queueing on the pool inside the runs: the concurrency this test is about.
     config = instance_yaml(concurrency={"runs": {"max_concurrent_runs": 4}, "pools": POOLS})
-    with platform(tmp_path, instance_config=config) as (env, settings, instance):
+    gate = {"ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5"} if score else {}
+    with platform(tmp_path, instance_config=config, **gate) as (env, settings, instance):
         # Reference tables (planes, airports, airlines) are not daily: loaded once, before.
         assert dg.materialize(raw_reference_assets, resources=build_resources(settings), instance=instance)
         with dagster_dev(f"backfill-{len(days)}") as dev:
@@ -146,15 +149,18 @@ def backfill(tmp_path, first: date, last: date, record) -> None:
             "where flight_date between ? and ?",
             [first, last],
         ).iloc[0]
+        scored = score_every_day(settings, instance, env.warehouse, first, last) if score else None
         record(
             fault=f"{len(days)} daily runs, 4 at a time through the daemon, a reader polling throughout",
-            expected=f"0 failed runs; {len(expected)} flights, each once; features for all",
+            expected=f"0 failed runs; {len(expected)} flights, each once; features for all"
+            + ("; a prediction for every flight" if score else ""),
             observed=(
                 f"{len(every_run)} runs, {len(failed)} failed ({lock_failures} on locks), up to {overlap} "
                 f"at once; {int(stored['n'].sum())} flights stored, {lost} lost, {duplicated} duplicated, "
                 f"{unexpected} unexpected; {int(features.n)} feature rows ({int(features.ids)} distinct); "
                 f"{reader.reads} reads, {len(reader.errors)} reader errors; "
-                f"{time.monotonic() - started:.0f}s"
+                + (f"{scored.n} predictions ({scored.ids} distinct flights); " if score else "")
+                + f"{time.monotonic() - started:.0f}s"
             ),
             lock_failures=lock_failures,
             rows_lost=lost,
@@ -169,6 +175,32 @@ def backfill(tmp_path, first: date, last: date, record) -> None:
         assert int(stored["n"].sum()) == len(expected)
         assert int(features.n) == int(features.ids) == len(expected)
         assert reader.reads > 0 and not reader.errors, reader.errors
+        if score:
+            assert int(scored.n) == int(scored.ids) == len(expected)
+            assert int(scored.versions) == 1
+
+
+def score_every_day(settings, instance, warehouse: Path, first: date, last: date) -> pd.Series:
+    """Train a champion on three weeks of January, then score every day of the range in one
+    single-run backfill of the predictions asset."""
+    assert train(settings, instance, training_config("2013-01-22", window_days=14, holdout_days=7)).success
+    result = dg.materialize(
+        all_definitions(),
+        selection=SERVING,
+        resources=build_resources(settings),
+        instance=instance,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+            ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+        },
+    )
+    assert result.success
+    return query(
+        warehouse,
+        "select count(*) as n, count(distinct flight_id) as ids, count(distinct model_version) as versions "
+        "from serving.predictions where flight_date between ? and ?",
+        [first, last],
+    ).iloc[0]
 
 
 @pytest.mark.timeout(1500)
@@ -180,9 +212,10 @@ def test_five_days_backfilled_as_concurrent_runs(tmp_path, record):
 @pytest.mark.long
 @pytest.mark.timeout(8 * 3600)
 def test_the_whole_year_backfilled_as_concurrent_runs(tmp_path, record):
-    """All 365 days of 2013 as daily runs, four at a time: exactly 336,776 flights, each once."""
+    """All 365 days of 2013 as daily runs, four at a time: exactly 336,776 flights, each once,
+    each with its features and, once a champion is trained, its prediction."""
     assert len(expected_keys(date(2013, 1, 1), date(2013, 12, 31))) == 336_776
-    backfill(tmp_path, date(2013, 1, 1), date(2013, 12, 31), record)
+    backfill(tmp_path, date(2013, 1, 1), date(2013, 12, 31), record, score=True)
 
 
 # --- readers never make a writer fail -------------------------------------------------------------
