@@ -1,0 +1,296 @@
+"""One function per group of figures, apart from the runner: a new measurement leaves how cases run alone."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from benchmarks import measure
+from benchmarks.measure import summary
+from benchmarks.report import linearity
+
+if TYPE_CHECKING:
+    from benchmarks.measure import ChildRun
+    from benchmarks.run import Runner
+
+DAYS_IN_YEAR = 365
+# Features the default training set reads: 28 days before the 2013-06-01 cutoff, 7 after.
+TRAINING_WINDOW = ("2013-05-04", "2013-06-07")
+CANDIDATE_NAMES = {
+    "logistic_regression": "candidate_logreg",
+    "hist_gradient_boosting": "candidate_hgb",
+    "random_forest": "candidate_forest",
+}
+
+
+def _timed(runner: Runner, key: str, label: str, ok: list[ChildRun], **extra) -> None:
+    """A figure of the seconds and CPU seconds each run timed inside."""
+    runner.figure(
+        key,
+        label,
+        [r.result["seconds"] for r in ok],
+        ok,
+        cpu=[r.result["cpu_seconds"] for r in ok],
+        **extra,
+    )
+
+
+def floor(runner: Runner) -> None:
+    ok = runner.repeat("floor", "floor")
+    _timed(runner, "floor", "Floor: pandas + DuckDB, year of raw + features", ok)
+    runner.details["floor_stages"] = [r.result["stages"] for r in ok]
+    ok = runner.repeat("floor_checks", "floor", {"checks": True})
+    _timed(runner, "floor_checks", "Floor with the same checks (raw rules + dbt tests)", ok)
+
+
+def backfill(runner: Runner) -> None:
+    storages = ["sqlite", "postgres"] if runner.postgres else ["sqlite"]
+    for storage in storages:
+        ok = runner.repeat(f"single_{storage}", "single_run", {"storage": storage})
+        if not ok:
+            continue
+        events = ok[0].result
+        _timed(
+            runner,
+            f"single_{storage}",
+            f"Year backfill, one run, {'SQLite' if storage == 'sqlite' else 'PostgreSQL'}",
+            ok,
+            materializations=events["materializations"],
+            events_total=events["events_total"],
+            events_by_type=events["by_type"],
+            step_seconds=[r.result["step_seconds"] for r in ok],
+        )
+        _compare_with_floor(runner, f"single_{storage}")
+
+
+def _compare_with_floor(runner: Runner, key: str) -> None:
+    fig = runner.figures[key]
+    for floor_key in ("floor", "floor_checks"):
+        floor = runner.figures.get(floor_key, {}).get("median")
+        if not floor:
+            continue
+        suffix = "" if floor_key == "floor" else "_with_checks"
+        fig[f"ratio_to_floor{suffix}"] = round(fig["median"] / floor, 2)
+        floor_cpu = (runner.figures[floor_key].get("cpu_seconds") or {}).get("median")
+        if floor_cpu and fig.get("cpu_seconds"):
+            fig[f"cpu_ratio_to_floor{suffix}"] = round(fig["cpu_seconds"]["median"] / floor_cpu, 2)
+        fig[f"overhead_ms_per_materialization{suffix}"] = round(
+            1000 * (fig["median"] - floor) / fig["materializations"], 2
+        )
+    fig["overhead_ms_per_event"] = (
+        round(1000 * (fig["median"] - runner.figures["floor"]["median"]) / fig["events_total"], 2)
+        if "floor" in runner.figures
+        else None
+    )
+
+
+def partitions(runner: Runner) -> None:
+    storages = [("sqlite", runner.plan.sample_days)]
+    if runner.postgres and runner.plan.pg_sample_days:
+        storages.append(("postgres", runner.plan.pg_sample_days))
+    for storage, count in storages:
+        name = f"per_partition_{storage}"
+        run = runner.child("per_partition", name, {"storage": storage, "count": count}, timeout=3600)
+        runner.clean(name)
+        if not run.ok:
+            continue
+        per_run = [r["seconds"] for r in run.result["runs"]]
+        median, mean = statistics.median(per_run), statistics.mean(per_run)
+        runner.figure(
+            name,
+            f"Per-partition run of one day, {'SQLite' if storage == 'sqlite' else 'PostgreSQL'} "
+            f"(sample of {count} days)",
+            per_run,
+            [run],
+            cpu=[r["cpu_seconds"] for r in run.result["runs"]],
+            reference_seconds=round(run.result["reference_seconds"], 2),
+            materializations_per_run=run.result["runs"][0]["materializations"],
+            events_per_run=run.result["runs"][0]["events_total"],
+            sample=[r["day"] for r in run.result["runs"]],
+            extrapolated_year_seconds_median=round(DAYS_IN_YEAR * median, 1),
+            extrapolated_year_seconds_mean=round(DAYS_IN_YEAR * mean, 1),
+            step_seconds=[r["step_seconds"] for r in run.result["runs"]],
+        )
+
+
+def _imports(runner: Runner, what: str, n: int) -> list[ChildRun]:
+    runs = [runner.script(f"import_{what}-{i + 1}", "benchmarks.imports", what) for i in range(n)]
+    return [r for r in runs if r.ok]
+
+
+def load(runner: Runner) -> None:
+    ok = _imports(runner, "definitions", runner.plan.import_runs)
+    runner.figure(
+        "import_definitions",
+        "`import ml_platform.definitions` (fresh interpreter)",
+        [r.result["seconds"] for r in ok],
+        ok,
+        process_wall_seconds=summary([r.wall_seconds for r in ok]),
+        modules_loaded=ok[0].result["modules_loaded"] if ok else {},
+    )
+    ok = _imports(runner, "heavy", runner.plan.repeats)
+    runner.figure(
+        "import_heavy",
+        "`import dagster, dagster_dbt, mlflow, sklearn` (reference)",
+        [r.result["seconds"] for r in ok],
+        ok,
+    )
+    ok = runner.repeat("webserver_load", "webserver_load", n=runner.plan.webserver_runs)
+    runner.figure(
+        "webserver_load",
+        "Webserver start until the location is loaded",
+        [r.result["location_loaded_seconds"] for r in ok],
+        ok,
+        http_seconds=summary([r.result["http_seconds"] for r in ok if r.result.get("http_seconds")]),
+    )
+
+
+def training(runner: Runner) -> None:
+    run = runner.child("training", "training", {"repeats": runner.plan.repeats})
+    runner.clean("training")
+    if not run.ok:
+        return
+    res = run.result
+    for name, seconds in res["fit_seconds"].items():
+        runner.figure(
+            f"fit_{CANDIDATE_NAMES[name]}",
+            f"Fit {CANDIDATE_NAMES[name]}, {res['window_days']}-day window ({res['train_rows']} rows)",
+            seconds,
+            [run],
+            cpu=res["fit_cpu_seconds"][name],
+        )
+    runner.figure(
+        "training_run",
+        "Training run: training set, 3 candidates, gate, registry (one run)",
+        [res["training_run_seconds"]],
+        [run],
+        step_seconds=res["training_run"],
+    )
+    preds = res["predictions_runs"]
+    asset_rps = [p["scoring_rows_per_second"] for p in preds]
+    rows = res["bare"]["rows"]
+    bare_rps = [rows / s for s in res["bare"]["predict_proba_seconds"]]
+    framed_rps = [rows / s for s in res["bare"]["feature_frame_and_predict_proba_seconds"]]
+    ratio = statistics.median(asset_rps) / statistics.median(bare_rps)
+    runner.figure(
+        "scoring_asset",
+        f"Scoring in serving/predictions ({preds[0]['rows']} rows, {res['bare']['model']})",
+        asset_rps,
+        [run],
+        unit="rows/s",
+        ratio_to_bare=round(ratio, 2),
+        run_seconds=summary([p["run_seconds"] for p in preds]),
+        run_rows_per_second=summary([p["rows"] / p["run_seconds"] for p in preds], 0),
+    )
+    runner.figure(
+        "scoring_bare",
+        "Bare `predict_proba` of the same model, same rows",
+        bare_rps,
+        [run],
+        unit="rows/s",
+    )
+    runner.figure(
+        "scoring_bare_with_frame",
+        "`feature_frame` + `predict_proba`, same rows",
+        framed_rps,
+        [run],
+        unit="rows/s",
+    )
+
+
+def latency(runner: Runner) -> None:
+    run = runner.child("latency", "latency", {"days": runner.plan.latency_days}, timeout=2400)
+    runner.clean("latency")
+    if not run.ok:
+        return
+    days = run.result["days"]
+    steady = [d["latency_seconds"] for d in days if not d["warmup"]]
+    runner.figure(
+        "latency",
+        f"Land-to-prediction latency via dagster dev + sensors ({len(steady)} days)",
+        steady,
+        [run],
+        p50=round(measure.percentile(steady, 50), 1),
+        p95=round(measure.percentile(steady, 95), 1),
+        warmup=[d for d in days if d["warmup"]],
+        per_day=days,
+        startup=run.result["startup"],
+        run_count=run.result["runs"],
+        failed_runs=run.result["failed_runs"],
+    )
+
+
+def scaling(runner: Runner) -> None:
+    rows: dict[int, int] = {}
+    for k in sorted(set(runner.plan.sizes) | set(runner.plan.training_sizes)):
+        root = runner.work / "landing" / f"x{k}"
+        build = runner.child("scaling_landing", f"landing_x{k}", {"root": str(root), "factor": k})
+        if not build.ok:
+            continue
+        rows[k] = build.result["rows"]["flights"]
+        runner.details[f"landing_x{k}_build_seconds"] = round(build.result["seconds"], 1)
+        landing = {"ML_PLATFORM_SOURCE": "landing", "ML_PLATFORM_LANDING_ROOT": str(root)}
+        if k in runner.plan.sizes:
+            ok = runner.repeat(f"floor_x{k}", "floor", {"landing": str(root)}, n=runner.plan.scaling_repeats)
+            _timed(runner, f"floor_x{k}", f"Floor from landing files, {k}x flights", ok)
+        keep = None
+        if k in runner.plan.sizes:
+            runs = []
+            for i in range(runner.plan.scaling_repeats):
+                name = f"backfill_x{k}-{i + 1}"
+                runs.append(runner.child("single_run", name, timeout=3600, **landing))
+                if i:
+                    runner.clean(name)
+            ok = [r for r in runs if r.ok]
+            keep = f"backfill_x{k}-1" if runs[0].ok else None
+            if ok:
+                _timed(
+                    runner,
+                    f"backfill_x{k}",
+                    f"Year backfill from landing files, one run, SQLite, {k}x flights",
+                    ok,
+                    flights_rows=rows[k],
+                    materializations=ok[0].result["materializations"],
+                    step_seconds=[r.result["step_seconds"] for r in ok],
+                )
+        if k in runner.plan.training_sizes:
+            if keep is None:  # only the training window's features, not the whole year
+                keep = f"window_x{k}"
+                window = {"start": TRAINING_WINDOW[0], "end": TRAINING_WINDOW[1]}
+                if not runner.child("single_run", keep, window, timeout=3600, **landing).ok:
+                    keep = None
+            if keep is not None:
+                warehouse = runner.work / keep / "data" / "warehouse.duckdb"
+                run = runner.child("scaling_training", f"training_x{k}", {"warehouse": str(warehouse)})
+                runner.clean(f"training_x{k}")
+                if run.ok:
+                    fits = {CANDIDATE_NAMES[n]: s[0] for n, s in run.result["fit_seconds"].items()}
+                    cpu = sum(s[0] for s in run.result["fit_cpu_seconds"].values())
+                    runner.figure(
+                        f"training_x{k}",
+                        f"Fit all 3 candidates, {k}x flights ({run.result['train_rows']} rows)",
+                        [sum(fits.values())],
+                        [run],
+                        cpu=[cpu],
+                        fit_seconds=fits,
+                        train_rows=run.result["train_rows"],
+                    )
+        if keep is not None:
+            runner.clean(keep)
+        shutil.rmtree(root, ignore_errors=True)
+    runner.details["scaling_rows"] = rows
+    runner.details["linearity"] = linearity(runner.figures, rows)
+
+
+# In the order they run: the backfill compares with the floor.
+GROUP_FUNCTIONS: dict[str, Callable[[Runner], None]] = {
+    "floor": floor,
+    "backfill": backfill,
+    "partitions": partitions,
+    "load": load,
+    "training": training,
+    "latency": latency,
+    "scaling": scaling,
+}
