@@ -16,7 +16,7 @@ from ml_platform_tests.ml_support import (
     train,
     training_config,
 )
-from ml_platform_tests.reliability.support import FaultProxy
+from ml_platform_tests.reliability.fault_proxy import FaultProxy
 from ml_platform_tests.services import mlflow_server
 
 

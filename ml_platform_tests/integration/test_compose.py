@@ -9,54 +9,24 @@ import importlib.util
 import os
 import re
 import tomllib
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from ml_platform_tests.conftest import REPO_ROOT
-
-DEPLOY = REPO_ROOT / "deploy"
-DAGSTER_SERVICES = ("code", "webserver", "daemon")
-MODULE = "ml_platform.definitions"
-VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
-
-
-class MissingVariable(ValueError):
-    pass
-
-
-def interpolate(value, env: dict[str, str]):
-    """docker compose's ${VAR}, ${VAR:-default}, ${VAR:?error} and $$, over strings in ``value``."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def one(match: re.Match) -> str:
-        name, op, arg = match.group(1), match.group(2), match.group(3)
-        current = env.get(name)
-        unset = current is None or (current == "" and op and op.startswith(":"))
-        if op and op.endswith("?") and unset:
-            raise MissingVariable(f"{name}: {arg}")
-        if op and op.endswith("-") and unset:
-            return arg
-        return current or ""
-
-    return VARIABLE.sub(one, value.replace("$$", "\0")).replace("\0", "$")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            pairs[name.strip()] = value.strip()
-    return pairs
+from ml_platform_tests.integration.compose_files import (
+    DAGSTER_SERVICES,
+    DEPLOY,
+    MODULE,
+    MissingVariable,
+    _env_refs,
+    _mounts,
+    _option,
+    _under,
+    interpolate,
+    read_env_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,39 +45,6 @@ def dotenv() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compose(raw_compose, dotenv) -> dict:
     return interpolate(raw_compose, dotenv)
-
-
-def _option(args: list[str], *names: str) -> str:
-    for name in names:
-        if name in args:
-            return args[args.index(name) + 1]
-    raise AssertionError(f"none of {names} in {args}")
-
-
-def _mounts(service: dict) -> dict[str, str]:
-    """Container path -> source (a named volume, or a path relative to the repository)."""
-    out = {}
-    for spec in service.get("volumes", []):
-        source, target, *_ = spec.split(":")
-        out[target] = source
-    return out
-
-
-def _env_refs(node) -> set[str]:
-    """Every `env:` variable a Dagster instance config refers to."""
-    if isinstance(node, dict):
-        if set(node) == {"env"}:
-            return {node["env"]}
-        return set().union(*(_env_refs(v) for v in node.values())) if node else set()
-    if isinstance(node, list):
-        return set().union(*(_env_refs(v) for v in node)) if node else set()
-    return set()
-
-
-def _under(path: str, mounts: dict[str, str]) -> str | None:
-    """The volume mounted at a prefix of ``path``, if any."""
-    hits = [t for t in mounts if path == t or path.startswith(t.rstrip("/") + "/")]
-    return mounts[max(hits, key=len)] if hits else None
 
 
 def test_every_service_has_healthcheck_and_restart_policy(compose):

@@ -35,6 +35,7 @@ AREAS = {
     "test_mlflow_faults": "5. MLflow unavailable or slow",
     "test_idempotency": "6. Idempotency",
     "test_security": "7. Security",
+    "test_security_inputs": "7. Security",
 }
 _STASH: pytest.StashKey[list[dict]] = pytest.StashKey()
 

@@ -12,7 +12,6 @@ Unit-level refusals of ``LandingSource`` live in ``test_landing.py``; this is th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,9 +29,10 @@ from ml_platform.definitions import build_definitions
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
-from ml_platform.ingestion.source import LandingSource, PackagedSource, SourceError, write_frame_atomically
+from ml_platform.ingestion.source import LandingSource, SourceError, write_frame_atomically
 from ml_platform.resources import build_resources
 from ml_platform_tests.ml_support import all_definitions
+from ml_platform_tests.reliability.bad_deliveries import CASES, Case, deliver_weather, good_frame
 from ml_platform_tests.reliability.support import partition, platform, scalar
 
 BASE = date(2013, 2, 1)  # ingested before any bad file arrives
@@ -87,155 +87,6 @@ def ingest(instance, settings, day: date, raise_on_error: bool = True):
         partition_key=day.isoformat(),
         raise_on_error=raise_on_error,
     )
-
-
-def good_frame(day: date) -> pd.DataFrame:
-    return PackagedSource().read_days("flights", day, day + timedelta(days=1)).frame
-
-
-def deliver_weather(root: Path, day: date) -> None:
-    frame = PackagedSource().read_days("weather", day, day + timedelta(days=1)).frame
-    write_frame_atomically(frame, root / "weather" / f"{day.isoformat()}.parquet")
-
-
-# --- the bad deliveries -----------------------------------------------------------------------------
-
-
-def empty(root, day):
-    path = root / "flights" / f"{day}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
-
-
-def truncated_parquet(root, day):
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(good_frame(day), path)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-def csv_missing_column(root, day):
-    path = root / "flights" / f"{day}.csv"
-    write_frame_atomically(good_frame(day).drop(columns=["distance"]), path)
-    return path
-
-
-def extra_column(root, day):
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(good_frame(day).assign(gate_number="B12"), path)
-    return path
-
-
-def wrong_type(root, day):
-    frame = good_frame(day).astype({"dep_delay": object})
-    frame.loc[7, "dep_delay"] = "late"
-    path = root / "flights" / f"{day}.csv"
-    write_frame_atomically(frame, path)
-    return path
-
-
-def another_days_rows(root, day):
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(good_frame(day - timedelta(days=1)), path)
-    return path
-
-
-def duplicate_keys(root, day):
-    frame = good_frame(day)
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(pd.concat([frame, frame.head(4)], ignore_index=True), path)
-    return path
-
-
-def negative_distance(root, day):
-    frame = good_frame(day)
-    frame.loc[[3, 9], "distance"] = -250.0
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(frame, path)
-    return path
-
-
-def null_keys(root, day):
-    frame = good_frame(day)
-    frame.loc[[2, 5], "carrier"] = None
-    path = root / "flights" / f"{day}.parquet"
-    write_frame_atomically(frame, path)
-    return path
-
-
-def not_a_date(root, day):
-    path = root / "flights" / f"{day:%Y%m%d}.parquet"
-    write_frame_atomically(good_frame(day), path)
-    return path
-
-
-def symlink_outside(root, day):
-    outside = root.parent / "outside" / f"{day}.parquet"
-    write_frame_atomically(good_frame(day), outside)
-    path = root / "flights" / f"{day}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.symlink_to(outside)
-    return path
-
-
-def dotdot_outside(root, day):
-    """A relative link that climbs out with ``..``."""
-    outside = root.parent / "dotdot" / f"{day}.parquet"
-    write_frame_atomically(good_frame(day), outside)
-    path = root / "flights" / f"{day}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.symlink_to(Path("..") / ".." / "dotdot" / f"{day}.parquet")
-    return path
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    offset: int  # day after BASE
-    deliver: Callable[[Path, date], Path]
-    # "read": refused when read (sensor skips it, run fails); "check": read fine, a blocking
-    # check fails; "warn": ingested with a warning; "absent": not a delivery for any day.
-    stage: str
-    problem: tuple[str, ...]
-    check: str | None = None
-
-
-CASES = [
-    Case("empty file", 1, empty, "read", ("file is empty (0 bytes)",)),
-    Case("truncated Parquet", 2, truncated_parquet, "read", ("unreadable parquet file",)),
-    Case("CSV with a missing column", 3, csv_missing_column, "read", ("missing column(s) distance",)),
-    Case("extra unknown column", 4, extra_column, "warn", ("ignored unknown column(s) gate_number",)),
-    Case(
-        "column of the wrong type",
-        5,
-        wrong_type,
-        "read",
-        ("column 'dep_delay'", "does not convert to DOUBLE"),
-    ),
-    Case(
-        "rows dated outside the file's day", 6, another_days_rows, "read", ("dated outside the file's day",)
-    ),
-    Case("duplicate flight keys", 7, duplicate_keys, "check", ("duplicate_rows",), "key_unique"),
-    Case("negative distance", 8, negative_distance, "check", ("distance",), "values_in_range"),
-    Case("nulls in key columns", 9, null_keys, "read", ("null values in required column(s) carrier (2)",)),
-    Case("file name that is not a date", 10, not_a_date, "absent", ("file name is not <YYYY-MM-DD>",)),
-    Case(
-        "symlink to a file outside the landing root",
-        11,
-        symlink_outside,
-        "read",
-        ("outside the landing root",),
-    ),
-    Case(
-        "relative '..' link outside the landing root",
-        12,
-        dotdot_outside,
-        "read",
-        ("outside the landing root",),
-    ),
-]
 
 
 def _clear(message: str, path: Path, case: Case) -> bool:

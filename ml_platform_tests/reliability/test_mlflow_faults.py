@@ -22,7 +22,7 @@ import pytest
 from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform_tests.ml_support import WEAK_CANDIDATES, all_definitions
-from ml_platform_tests.reliability.support import FaultProxy
+from ml_platform_tests.reliability.fault_proxy import FaultProxy
 from ml_platform_tests.services import free_port
 
 SELECT_AND_PROMOTE = [
