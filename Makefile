@@ -10,7 +10,7 @@ DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: setup dev test lint manifest clean browser bench
+.PHONY: setup dev test test-long lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -58,6 +58,10 @@ browser:
 PYTEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# The cases marked `long`: every day of 2013 as its own run through the daemon, four at a time.
+test-long: setup
+	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 # Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
 bench: setup
