@@ -186,11 +186,21 @@ def training(runner: Runner) -> None:
     )
     runner.figure(
         "scoring_bare",
-        "Bare `predict_proba` of the same model, same rows",
+        "Bare `predict_proba` of the same model, same rows: first call on a freshly loaded model",
         bare_rps,
         [run],
         unit="rows/s",
     )
+    warm = res["bare"].get("warm_predict_proba_seconds")
+    if warm:
+        runner.figure(
+            "scoring_bare_warm",
+            "Bare `predict_proba`, second call on the same model object (reference)",
+            [rows / s for s in warm],
+            [run],
+            unit="rows/s",
+            asset_ratio=round(statistics.median(asset_rps) / statistics.median([rows / s for s in warm]), 2),
+        )
     runner.figure(
         "scoring_bare_with_frame",
         "`feature_frame` + `predict_proba`, same rows",

@@ -12,6 +12,7 @@ from ml_platform.automation.freshness import (
 )
 from ml_platform.automation.jobs import ingest_days_job, retrain_job
 from ml_platform.automation.pool_waits import sleep_between_pool_claims
+from ml_platform.automation.run_workers import start_runs_from_preloaded_server
 from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
 from ml_platform.automation.sensors import landing_sensor, replay_sensor, retrain_on_degradation_sensor
 from ml_platform.config import Settings, load_settings
@@ -26,6 +27,7 @@ from ml_platform.training.candidates import candidate_assets
 from ml_platform.training.selection import champion_model, champion_passed_gate, model_selection
 
 sleep_between_pool_claims()
+start_runs_from_preloaded_server()
 
 ASSETS = [
     *raw_daily_assets,
