@@ -33,6 +33,7 @@ from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import connect
 from ml_platform_tests.ml_support import SERVING, all_definitions, train, training_config
 from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, REPORT_ENV_VAR, fault_dbt_executable
+from ml_platform_tests.reliability.run_workers import ProcessParents, parents_of_run_workers, run_worker_pids
 from ml_platform_tests.reliability.support import (
     dagster_dev,
     failure_messages,
@@ -49,6 +50,7 @@ POOLS = {"default_limit": 1, "granularity": "op", "op_granularity_run_buffer": 8
 
 
 KEY = ["flight_date", "carrier", "flight", "origin", "sched_dep_time"]
+PRELOAD = "ml_platform.definitions"
 
 
 class Reader(threading.Thread):
@@ -118,6 +120,8 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
             # A read every quarter second over a few days; every second over a year of runs.
             reader = Reader(env.warehouse, pause=0.25 if len(days) < 30 else 1.0)
             reader.start()
+            processes = ProcessParents()
+            processes.start()
             run_ids = [
                 dev.submit("ingest_days", tags={"dagster/partition": day}, run_config=IN_ONE_PROCESS)
                 for day in days
@@ -128,6 +132,12 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
             # Run retries are on in the instance: a failed run would have left a retry behind.
             every_run = settle(instance, dev)
             reader.stop()
+            processes.stop()
+        worker_pids = run_worker_pids(instance, run_ids)
+        worker_parents = parents_of_run_workers(processes, worker_pids)
+        preloaded = [
+            cmd for cmd in worker_parents.values() if "multiprocessing.forkserver" in cmd and PRELOAD in cmd
+        ]
         failed = {
             r.run_id: failure_messages(instance, r.run_id) for r in every_run if r.status.value != "SUCCESS"
         }
@@ -163,7 +173,8 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
                 f"{unexpected} unexpected; {int(features.n)} feature rows ({int(features.ids)} distinct); "
                 f"{reader.reads} reads, {len(reader.errors)} reader errors; "
                 + (f"{scored.n} predictions ({scored.ids} distinct flights); " if score else "")
-                + f"{time.monotonic() - started:.0f}s"
+                + f"run workers forked from the preloaded server: {len(preloaded)} of "
+                f"{len(worker_parents)} seen; {time.monotonic() - started:.0f}s"
             ),
             lock_failures=lock_failures,
             rows_lost=lost,
@@ -178,6 +189,9 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
         assert int(stored["n"].sum()) == len(expected)
         assert int(features.n) == int(features.ids) == len(expected)
         assert reader.reads > 0 and not reader.errors, reader.errors
+        # Run workers start from the code server's forkserver, the definitions already imported.
+        assert worker_parents, f"no run worker seen alive: {worker_pids}, {len(processes.parents)} sampled"
+        assert len(preloaded) == len(worker_parents), set(worker_parents.values()) - set(preloaded)
         if score:
             assert int(scored.n) == int(scored.ids) == len(expected)
             assert int(scored.versions) == 1
