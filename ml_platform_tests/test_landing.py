@@ -1,31 +1,14 @@
-"""The landing directory as upstream: the ``land`` command, what ``LandingSource`` refuses, and a
-corrupted delivery stopped by the blocking raw checks before it reaches the dbt features."""
+"""The landing directory as upstream: the ``land`` command and what ``LandingSource`` reads and
+refuses. A corrupted delivery stopped by the raw checks: ``test_landing_checks.py``."""
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
-from dagster import (
-    AssetCheckKey,
-    AssetCheckSeverity,
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterInstance,
-    materialize,
-)
 from pandas.testing import assert_frame_equal
 
 from ml_platform.cli import main
-from ml_platform.config import Settings, load_settings
-from ml_platform.features.assets import dbt_features
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
-from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.schemas import DAILY_TABLES, FLIGHTS, REFERENCE_TABLES
 from ml_platform.ingestion.source import (
     REFERENCE_DIR,
@@ -36,12 +19,8 @@ from ml_platform.ingestion.source import (
     read_day_file,
     write_frame_atomically,
 )
-from ml_platform.resources import build_resources
-from ml_platform_tests.conftest import local_instance
 
 JAN1, JAN2 = date(2013, 1, 1), date(2013, 1, 2)
-FEATURES = AssetKey(["features", "flight_features"])
-RAW_FLIGHTS = AssetKey(["raw", "flights"])
 
 
 def _next(day: date) -> date:
@@ -287,141 +266,3 @@ def test_refuses_a_file_named_for_another_day(tmp_path, jan1_flights):
     path = _deliver(tmp_path, jan1_flights)
     with pytest.raises(SourceError, match="named for another day than 2013-01-02"):
         read_day_file(path, FLIGHTS, JAN2)
-
-
-# --- a corrupted delivery is stopped by the blocking checks --------------------------------------
-
-
-@dataclass
-class Landed:
-    settings: Settings
-    resources: dict
-    instance: DagsterInstance
-    baseline: pd.DataFrame
-
-
-@contextmanager
-def _environment(root: Path, source: str) -> Iterator[tuple[Settings, dict, DagsterInstance]]:
-    data = root / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ML_PLATFORM_ENV", "local")
-        mp.setenv("ML_PLATFORM_DATA_DIR", str(data))
-        mp.setenv("ML_PLATFORM_SOURCE", source)
-        for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT"):
-            mp.delenv(name, raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
-        mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data / "mlflow" / "artifacts"))
-        (data / "mlflow").mkdir(parents=True)
-        (root / "dagster_home").mkdir()
-        settings = load_settings()
-        with local_instance(root / "dagster_home") as instance:
-            yield settings, build_resources(settings), instance
-
-
-def _query(settings: Settings, sql: str, params=None) -> pd.DataFrame:
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        return conn.execute(sql, params or []).fetchdf()
-
-
-def _features_on(settings: Settings, day: date) -> pd.DataFrame:
-    sql = "select * from features.flight_features where flight_date = ? order by all"
-    return _query(settings, sql, [day])
-
-
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory) -> Iterator[Landed]:
-    """Four days landed as parquet; 2013-01-01 materialized end to end from the landing source."""
-    with _environment(tmp_path_factory.mktemp("landed"), "landing") as (settings, resources, instance):
-        land_days(JAN1, 4, settings.landing_root, echo=lambda _: None)
-        assert materialize(raw_reference_assets, resources=resources, instance=instance).success
-        good = materialize(
-            [*raw_daily_assets, dbt_features],
-            resources=resources,
-            instance=instance,
-            partition_key=JAN1.isoformat(),
-        )
-        assert good.success
-        baseline = _features_on(settings, JAN1)
-        assert len(baseline) == 842
-        yield Landed(settings, resources, instance, baseline)
-
-
-def _corrupt_and_run(landed: Landed, day: date, corrupt):
-    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
-    write_frame_atomically(corrupt(pd.read_parquet(path)), path)
-    return materialize(
-        [*raw_daily_assets, dbt_features],
-        resources=landed.resources,
-        instance=landed.instance,
-        partition_key=day.isoformat(),
-        raise_on_error=False,
-    )
-
-
-def _assert_stopped_before_features(landed: Landed, result, day: date, failed_check: str):
-    assert not result.success
-    evaluations = {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
-    failed = {key for key, e in evaluations.items() if not e.passed}
-    assert failed == {(RAW_FLIGHTS, failed_check)}
-    assert evaluations[(RAW_FLIGHTS, failed_check)].severity == AssetCheckSeverity.ERROR
-    # Every raw check still ran and reported; no dbt test ran.
-    assert {k for k in evaluations if k[0] == RAW_FLIGHTS} == {
-        (RAW_FLIGHTS, c.name) for c in raw_daily_assets[0].check_specs
-    }
-    assert all(k[0].path[0] == "raw" for k in evaluations)
-    assert result.get_failed_step_keys() == {"raw__flights"}
-    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
-    assert materialized == {RAW_FLIGHTS, AssetKey(["raw", "weather"])}
-    records = landed.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[day.isoformat()]), limit=1
-    ).records
-    assert records == []
-    assert len(_features_on(landed.settings, day)) == 0
-    # The day built before is untouched, in raw and in features.
-    assert_frame_equal(_features_on(landed.settings, JAN1), landed.baseline)
-    raw_jan1 = _query(landed.settings, "select count(*) as n from raw.flights where flight_date = ?", [JAN1])
-    assert raw_jan1["n"].item() == 842
-
-
-def test_duplicated_flight_keys_stop_the_features(landed):
-    day = date(2013, 1, 2)
-    result = _corrupt_and_run(landed, day, lambda f: pd.concat([f, f.head(3)], ignore_index=True))
-    _assert_stopped_before_features(landed, result, day, "key_unique")
-    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "key_unique")
-    assert check.metadata["duplicate_rows"].value == 3
-    assert AssetCheckKey(RAW_FLIGHTS, "key_unique") in raw_daily_assets[0].check_keys
-
-
-def test_a_negative_distance_stops_the_features(landed):
-    day = date(2013, 1, 3)
-
-    def corrupt(frame):
-        frame.loc[[5, 6], "distance"] = -100.0
-        return frame
-
-    result = _corrupt_and_run(landed, day, corrupt)
-    _assert_stopped_before_features(landed, result, day, "values_in_range")
-    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "values_in_range")
-    assert check.metadata["rows_out_of_range"].value == 2
-    assert "distance" in check.metadata["by_column"].value
-
-
-def test_an_unreadable_delivery_fails_the_raw_step_naming_the_file(landed):
-    day = date(2013, 1, 4)
-    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 3])
-    os.utime(path)
-    result = materialize(
-        [*raw_daily_assets, dbt_features],
-        resources=landed.resources,
-        instance=landed.instance,
-        partition_key=day.isoformat(),
-        raise_on_error=False,
-    )
-    assert not result.success
-    (failure,) = result.get_step_failure_events()
-    assert failure.step_key == "raw__flights"
-    assert str(path) in failure.step_failure_data.error.cause.message
-    assert FEATURES not in {m.asset_key for m in result.get_asset_materialization_events()}
-    assert_frame_equal(_features_on(landed.settings, JAN1), landed.baseline)
