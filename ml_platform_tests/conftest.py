@@ -1,6 +1,8 @@
 """Shared fixtures: every test gets its own data directory, warehouse file and Dagster instance."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,19 +16,36 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_OUTPUT = Path(os.environ.get("ML_PLATFORM_TEST_OUTPUT", REPO_ROOT / "test-output"))
 
 
+def local_environment(mp: pytest.MonkeyPatch, data_dir: Path, source: str | None = None) -> Settings:
+    """The local profile's environment, pointed at ``data_dir`` (``source`` None: the packaged
+    data), set through ``mp``; returns the settings it gives."""
+    mp.setenv("ML_PLATFORM_ENV", "local")
+    mp.setenv("ML_PLATFORM_DATA_DIR", str(data_dir))
+    for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT", "ML_PLATFORM_SOURCE"):
+        mp.delenv(name, raising=False)
+    if source:
+        mp.setenv("ML_PLATFORM_SOURCE", source)
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+    mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data_dir / "mlflow" / "artifacts"))
+    (data_dir / "mlflow").mkdir(parents=True)
+    return load_settings()
+
+
+@contextmanager
+def local_platform(root: Path, source: str | None = None) -> Iterator[tuple[Settings, dict, DagsterInstance]]:
+    """Settings, resources and a local instance under ``root``, the environment set while open:
+    for module-scoped fixtures, which cannot use ``monkeypatch``."""
+    with pytest.MonkeyPatch.context() as mp:
+        settings = local_environment(mp, root / "data", source)
+        (root / "dagster_home").mkdir()
+        with local_instance(root / "dagster_home") as instance:
+            yield settings, build_resources(settings), instance
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings of the local profile, pointed at a temp data directory."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("ML_PLATFORM_ENV", "local")
-    monkeypatch.setenv("ML_PLATFORM_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("ML_PLATFORM_WAREHOUSE", raising=False)
-    monkeypatch.delenv("ML_PLATFORM_LANDING_ROOT", raising=False)
-    monkeypatch.delenv("ML_PLATFORM_SOURCE", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
-    monkeypatch.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data_dir / "mlflow" / "artifacts"))
-    (data_dir / "mlflow").mkdir(parents=True)
-    return load_settings()
+    return local_environment(monkeypatch, tmp_path / "data")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,14 +28,13 @@ from dagster import (
 )
 from pandas.testing import assert_frame_equal
 
-from ml_platform.config import DBT_PROJECT_DIR, Settings, load_settings
+from ml_platform.config import DBT_PROJECT_DIR, Settings
 from ml_platform.features.assets import dbt_features, prune_run_targets
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
-from ml_platform.resources import build_resources
 from ml_platform.resources.dbt import DbtCli, parse_state_path
 from ml_platform.versions import FORCE_TAG
-from ml_platform_tests.conftest import local_instance
+from ml_platform_tests.conftest import local_platform
 
 RAW_FLIGHTS = AssetKey(["raw", "flights"])
 RAW_WEATHER = AssetKey(["raw", "weather"])
@@ -83,23 +81,6 @@ class Platform:
         return {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["d"], frame["n"], strict=True)}
 
 
-@contextmanager
-def _environment(root: Path) -> Iterator[Platform]:
-    data = root / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ML_PLATFORM_ENV", "local")
-        mp.setenv("ML_PLATFORM_DATA_DIR", str(data))
-        for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT", "ML_PLATFORM_SOURCE"):
-            mp.delenv(name, raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
-        mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data / "mlflow" / "artifacts"))
-        (data / "mlflow").mkdir(parents=True)
-        (root / "dagster_home").mkdir()
-        settings = load_settings()
-        with local_instance(root / "dagster_home") as instance:
-            yield Platform(settings, build_resources(settings), instance)
-
-
 def assert_checks(result, assets: list[AssetsDefinition], failing: dict | None = None) -> None:
     """Every check declared on the selected assets was evaluated exactly once in this run, and
     exactly the ``failing`` ones failed, with the given severity; everything else passed."""
@@ -133,7 +114,8 @@ def _duplicates(platform: Platform) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory) -> Iterator[Platform]:
-    with _environment(tmp_path_factory.mktemp("platform")) as platform:
+    with local_platform(tmp_path_factory.mktemp("platform")) as parts:
+        platform = Platform(*parts)
         reference = platform.materialize(raw_reference_assets)
         assert_checks(reference, raw_reference_assets)
         yield platform

@@ -3,10 +3,8 @@ reaches the dbt features; the day built before stays as it was."""
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -21,13 +19,12 @@ from dagster import (
 )
 from pandas.testing import assert_frame_equal
 
-from ml_platform.config import Settings, load_settings
+from ml_platform.config import Settings
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import write_frame_atomically
-from ml_platform.resources import build_resources
-from ml_platform_tests.conftest import local_instance
+from ml_platform_tests.conftest import local_platform
 
 JAN1 = date(2013, 1, 1)
 FEATURES = AssetKey(["features", "flight_features"])
@@ -40,24 +37,6 @@ class Landed:
     resources: dict
     instance: DagsterInstance
     baseline: pd.DataFrame
-
-
-@contextmanager
-def _environment(root: Path, source: str) -> Iterator[tuple[Settings, dict, DagsterInstance]]:
-    data = root / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ML_PLATFORM_ENV", "local")
-        mp.setenv("ML_PLATFORM_DATA_DIR", str(data))
-        mp.setenv("ML_PLATFORM_SOURCE", source)
-        for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT"):
-            mp.delenv(name, raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
-        mp.setenv("ML_PLATFORM_MLFLOW_ARTIFACTS", str(data / "mlflow" / "artifacts"))
-        (data / "mlflow").mkdir(parents=True)
-        (root / "dagster_home").mkdir()
-        settings = load_settings()
-        with local_instance(root / "dagster_home") as instance:
-            yield settings, build_resources(settings), instance
 
 
 def _query(settings: Settings, sql: str, params=None) -> pd.DataFrame:
@@ -73,7 +52,7 @@ def _features_on(settings: Settings, day: date) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory) -> Iterator[Landed]:
     """Four days landed as parquet; 2013-01-01 materialized end to end from the landing source."""
-    with _environment(tmp_path_factory.mktemp("landed"), "landing") as (settings, resources, instance):
+    with local_platform(tmp_path_factory.mktemp("landed"), "landing") as (settings, resources, instance):
         land_days(JAN1, 4, settings.landing_root, echo=lambda _: None)
         assert materialize(raw_reference_assets, resources=resources, instance=instance).success
         good = materialize(
