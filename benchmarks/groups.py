@@ -191,15 +191,15 @@ def training(runner: Runner) -> None:
         [run],
         unit="rows/s",
     )
-    warm = res["bare"].get("warm_predict_proba_seconds")
-    if warm:
+    warm_rps = [rows / s for s in res["bare"].get("warm_predict_proba_seconds", [])]
+    if warm_rps:
         runner.figure(
             "scoring_bare_warm",
             "Bare `predict_proba`, second call on the same model object (reference)",
-            [rows / s for s in warm],
+            warm_rps,
             [run],
             unit="rows/s",
-            asset_ratio=round(statistics.median(asset_rps) / statistics.median([rows / s for s in warm]), 2),
+            asset_ratio=round(statistics.median(asset_rps) / statistics.median(warm_rps), 2),
         )
     runner.figure(
         "scoring_bare_with_frame",

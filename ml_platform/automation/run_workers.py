@@ -3,8 +3,8 @@
 The code server (Dagster's gRPC server) starts each launched run in a new process with
 ``multiprocessing``'s ``spawn`` method, hard-coded in ``DagsterApiServer``: every run first
 imports dagster, dagster-dbt (which imports dbt-core), pandas and this code location: 5 s on a
-2.8 GHz Xeon core, 8 s on the EPYC machines CI has run on, a third of a daily run. Here the server takes its
-run processes from a ``forkserver`` that imported the definitions once: each run is a fork of a
+2.8 GHz Xeon core, 8 s on a 2-core EPYC, a third of a daily run. Here the server takes its run
+processes from a ``forkserver`` that imported the definitions once: each run is a fork of a
 clean, single-threaded process (not of the threaded gRPC server), so what ``spawn`` protects
 against does not arise, and the run starts with its modules loaded.
 
@@ -19,12 +19,6 @@ from dagster._grpc.server import DagsterApiServer
 from ml_platform.automation.execution import PRELOADED
 
 
-def _preloaded_context():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOADED)
-    return context
-
-
 def start_runs_from_preloaded_server() -> None:
     """Applied once, when the code location loads; only a code server starts runs this way.
 
@@ -32,5 +26,6 @@ def start_runs_from_preloaded_server() -> None:
     property on the class takes precedence over that instance attribute."""
     if isinstance(DagsterApiServer.__dict__.get("_mp_ctx"), property):
         return
-    context = _preloaded_context()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOADED)
     DagsterApiServer._mp_ctx = property(lambda self: context, lambda self, value: None)

@@ -11,7 +11,7 @@ import threading
 import dagster as dg
 
 # The in-process executor names the run worker's own pid when it starts the steps.
-STARTED = re.compile(r"(?:Started process for run|Executing steps in process) \(pid: (\d+)\)")
+STARTED = re.compile(r"Executing steps in process \(pid: (\d+)\)")
 
 
 class ProcessParents(threading.Thread):
@@ -58,7 +58,7 @@ class ProcessParents(threading.Thread):
 
 
 def run_worker_pids(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, int]:
-    """The run worker's pid of each run, from its engine events."""
+    """The run worker's pid of each run executed in one process, from its engine events."""
     pids = {}
     for run_id in run_ids:
         for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):

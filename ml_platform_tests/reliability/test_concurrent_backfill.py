@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from ml_platform.automation.execution import PRELOADED
 from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.assets import dbt_features
@@ -51,7 +52,6 @@ POOLS = {"default_limit": 1, "granularity": "op", "op_granularity_run_buffer": 8
 
 
 KEY = ["flight_date", "carrier", "flight", "origin", "sched_dep_time"]
-PRELOAD = "ml_platform.definitions"
 
 
 class Reader(threading.Thread):
@@ -137,7 +137,9 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
         worker_pids = run_worker_pids(instance, run_ids)
         worker_parents = parents_of_run_workers(processes, worker_pids)
         preloaded = [
-            cmd for cmd in worker_parents.values() if "multiprocessing.forkserver" in cmd and PRELOAD in cmd
+            cmd
+            for cmd in worker_parents.values()
+            if "multiprocessing.forkserver" in cmd and all(module in cmd for module in PRELOADED)
         ]
         failed = {
             r.run_id: failure_messages(instance, r.run_id) for r in every_run if r.status.value != "SUCCESS"
