@@ -16,8 +16,8 @@ from ml_platform.features.freshness_of_inputs import (
     unchanged_window,
 )
 from ml_platform.partitions import daily_partitions, window_dates
-from ml_platform.resources.dbt import DbtCli, environment
-from ml_platform.resources.warehouse import WAREHOUSE_ENV_VAR, WAREHOUSE_POOL, Warehouse, table_exists
+from ml_platform.resources.dbt import DbtCli
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
 
 GROUP = "features"
@@ -54,15 +54,10 @@ class FeatureTranslator(DagsterDbtTranslator):
         return {**super().get_metadata(dbt_resource_props), **extra}
 
 
-def dbt_environment(context: AssetExecutionContext, warehouse: Warehouse) -> dict[str, str]:
-    """What a build reads from its environment: the warehouse file and the partition window
-    (``macros/window.sql``)."""
+def dbt_window(context: AssetExecutionContext) -> dict[str, str]:
+    """The run's partition window as the dbt vars ``macros/window.sql`` reads."""
     start, end = window_dates(*context.partition_time_window)
-    return {
-        WAREHOUSE_ENV_VAR: str(Path(warehouse.path).resolve()),
-        "ML_PLATFORM_DBT_MIN_DATE": start.isoformat(),
-        "ML_PLATFORM_DBT_MAX_DATE": end.isoformat(),
-    }
+    return {"min_date": start.isoformat(), "max_date": end.isoformat()}
 
 
 @dbt_assets(
@@ -97,11 +92,10 @@ def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
                 {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
             )
     prune_run_targets(dbt_project.project_dir / "target")
-    with environment(dbt_environment(context, warehouse)):
-        for event in dbt.stream(["build"], context, warehouse.path):
-            if isinstance(event, Output):
-                event = event.with_metadata({**event.metadata, "unchanged": False})
-            yield event
+    for event in dbt.build(context, warehouse.path, dbt_window(context)):
+        if isinstance(event, Output):
+            event = event.with_metadata({**event.metadata, "unchanged": False})
+        yield event
 
 
 def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from dagster import EnvVar, FilesystemIOManager
 
@@ -67,10 +65,5 @@ def build_resources(settings: Settings) -> dict:
             drift_max_psi_weather=settings.drift_max_psi_weather,
         ),
         "mlflow": build_tracking(settings),
-        "dbt": DbtCli(
-            project_dir=str(DBT_PROJECT_DIR),
-            profiles_dir=str(DBT_PROJECT_DIR),
-            # The dbt installed beside this interpreter, whether or not the venv is on PATH.
-            dbt_executable=str(Path(sys.executable).parent / "dbt"),
-        ),
+        "dbt": DbtCli(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)),
     }

@@ -1,50 +1,180 @@
-"""dbt CLI resource: dagster-dbt's, without the per-invocation set-up this platform never uses,
-and with dbt's parse state kept between builds."""
+"""dbt inside the step's process: dagster-dbt's resource, with ``build`` run by dbt's Python API.
+
+``DbtCliResource.cli`` starts dbt as a new process for every build. That process imports
+dbt-core and its adapter, reads the project and only then builds: 9 to 10.5 s for one day on a
+2-core EPYC, of which the build itself is about 2 s, all of it inside the warehouse's
+concurrency slot. Here dbt runs in the step's own process: the project is parsed (from the
+parse state the last build against the same warehouse left) and the build runs from that
+manifest, so the partition window reaches dbt as real ``--vars`` without re-parsing the project.
+Its events become Dagster events exactly as dagster-dbt turns a dbt process's output into them.
+"""
 
 import hashlib
+import json
 import os
+import queue
 import shutil
-from collections.abc import Iterator, Mapping
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import cached_property
-from importlib.metadata import version as installed_version
 from pathlib import Path
+from typing import Any
 
 from dagster import AssetExecutionContext
 from dagster_dbt import DbtCliResource
-from packaging import version
+from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
+
+from ml_platform.resources.warehouse import WAREHOUSE_ENV_VAR
 
 PARTIAL_PARSE = "partial_parse.msgpack"
 PARSE_STATE_DIR = "parse_state"
+RESULTS = {"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"}
+WAIT_SECONDS = 0.5  # how often the step looks up from dbt's events (interrupts arrive between)
+# One dbt invocation at a time per process: dbt keeps its flags and adapters in globals.
+_INVOKE = threading.Lock()
+_DONE = object()
 
 
 class DbtCli(DbtCliResource):
-    """Before every ``dbt build``, dagster-dbt runs ``dbt --version`` in a subprocess (3.8 s on
-    an idle core here) and builds an in-process dbt adapter (2.6 s) that only serves
-    ``fetch_column_metadata``/``fetch_row_counts``, neither of which the platform calls. That
-    is more than the build of a day takes; every daily run paid it. The executable is the
-    dbt-core installed beside this interpreter, so its version is read from the package."""
+    """``build`` runs dbt in this process; the rest of ``DbtCliResource`` is unchanged."""
 
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        return version.parse(installed_version("dbt-core"))
+    def __init__(self, dbt_executable: str = str(Path(sys.executable).parent / "dbt"), **fields):
+        """For ``cli``, the dbt installed beside this interpreter, whether or not the venv is on
+        PATH (dagster-dbt looks for one on PATH when the resource is created)."""
+        super().__init__(dbt_executable=dbt_executable, **fields)
 
-    def _initialize_dbt_core_adapter(self, args):  # noqa: ARG002 - same signature as the base
-        return None
+    def event_callbacks(self) -> list[Callable[[Any], None]]:
+        """Called with every dbt event of a build, in dbt's thread, before Dagster sees it."""
+        return []
 
-    def stream(self, args: list[str], context: AssetExecutionContext, warehouse_path: str) -> Iterator:
-        """``dbt <args>`` as Dagster events, starting from the parse state the last invocation
-        against this warehouse left. dbt keys its partial parsing on the connection (the
-        warehouse path) and re-parses the whole project when that differs from the state it
-        is given: about 4 s of every build that starts from the manifest prepared for another
-        path. dbt still checks the state itself (files, variables, versions)."""
-        target = Path(self.project_dir) / self._get_unique_target_path(context=context)
-        state = parse_state_path(Path(self.project_dir), warehouse_path)
-        if state.exists():
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(state, target / PARTIAL_PARSE)
-        yield from self.cli(args, context=context, target_path=target).stream()
-        keep_parse_state(target / PARTIAL_PARSE, state)
+    def build(
+        self, context: AssetExecutionContext, warehouse_path: str, variables: Mapping[str, str]
+    ) -> Iterator:
+        """``dbt build`` of the models (and their tests) this step selected, as Dagster events.
+
+        The warehouse is released when the build ends: dbt-duckdb keeps its connection open for
+        the life of the process otherwise, and no other process could write the file."""
+        params = get_updated_cli_invocation_params_for_context(
+            context=context, manifest={}, dagster_dbt_translator=None
+        )
+        project_dir = Path(params.dbt_project.project_dir if params.dbt_project else self.project_dir)
+        target = (project_dir / self._get_unique_target_path(context=context)).resolve()
+        common = [
+            "--project-dir", str(project_dir),
+            "--target-path", str(target),
+            "--log-path", str(target),
+            *(["--profiles-dir", str(self.profiles_dir)] if self.profiles_dir else []),
+            *(["--profile", self.profile] if self.profile else []),
+            *(["--target", self.target] if self.target else []),
+        ]  # fmt: skip
+        indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
+        with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+            try:
+                manifest = parse(project_dir, warehouse_path, target, common)
+                events = Events(self.event_callbacks())
+                args = ["build", *params.selection_args, *indirect, "--vars", json.dumps(dict(variables))]
+                events.start(manifest, [*self.global_config_flags, *args, *common])
+                for raw in events:
+                    event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
+                    yield from event.to_default_asset_events(
+                        manifest=params.manifest,
+                        dagster_dbt_translator=params.dagster_dbt_translator,
+                        context=context,
+                        target_path=target,
+                        project=params.dbt_project,
+                    )
+                events.raise_on_error(f"dbt {' '.join(args)}", target)
+            finally:
+                release_warehouse()
+
+
+def parse(project_dir: Path, warehouse_path: str, target: Path, common: list[str]):
+    """The project's manifest for this warehouse. dbt keys its partial parsing on the connection
+    (the warehouse path) and re-parses the whole project when that differs from the state it is
+    given (3 s here), so the state is kept per warehouse; dbt still checks it (files, versions)."""
+    from dbt.cli.main import dbtRunner
+
+    state = parse_state_path(project_dir, warehouse_path)
+    target.mkdir(parents=True, exist_ok=True)
+    if state.exists():
+        shutil.copyfile(state, target / PARTIAL_PARSE)
+    result = dbtRunner().invoke(["parse", "--no-write-json", "--quiet", *common])
+    if not result.success:
+        raise DagsterDbtCliRuntimeError(
+            description=f"dbt could not parse {project_dir}: {result.exception or 'see ' + str(target)}"
+        )
+    keep_parse_state(target / PARTIAL_PARSE, state)
+    return result.result
+
+
+class Events:
+    """A dbt invocation on its own thread, its result events handed to the step as dicts (the
+    form of a dbt process's JSON log lines) while it runs."""
+
+    def __init__(self, callbacks: list[Callable[[Any], None]]):
+        self.callbacks = callbacks
+        self.queue: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        self.result = None
+        self.failure: BaseException | None = None
+
+    def start(self, manifest, args: list[str]) -> None:
+        from dbt.cli.main import dbtRunner
+
+        runner = dbtRunner(manifest=manifest, callbacks=[*self.callbacks, self._receive])
+
+        def invoke() -> None:
+            try:
+                self.result = runner.invoke(args)
+            except BaseException as error:  # noqa: BLE001 - handed to the step's thread
+                self.failure = error
+            finally:
+                self.queue.put(_DONE)
+
+        threading.Thread(target=invoke, name="dbt", daemon=True).start()
+
+    def _receive(self, msg) -> None:
+        if msg.info.level == "error":
+            self.errors.append(msg.info.msg)
+        if msg.info.name in RESULTS:
+            from dbt_common.events.functions import msg_to_dict
+
+            self.queue.put(msg_to_dict(msg))
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            try:
+                item = self.queue.get(timeout=WAIT_SECONDS)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            yield item
+
+    def raise_on_error(self, command: str, target: Path) -> None:
+        if self.failure is not None:
+            description = f"`{command}` raised: {self.failure}"
+            raise DagsterDbtCliRuntimeError(description=description) from self.failure
+        if self.result is None or not self.result.success:
+            cause = self.result.exception if self.result is not None else None
+            details = "\n".join(self.errors) or (str(cause) if cause else "")
+            raise DagsterDbtCliRuntimeError(
+                description=f"`{command}` failed (dbt log: {target / 'dbt.log'}).\n{details}"
+            )
+
+
+def release_warehouse() -> None:
+    """Close dbt-duckdb's database handle: it outlives the build (``close_all_connections``
+    only forgets it), and the file stays locked against every other process until it is closed."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+        DuckDBConnectionManager.close_all_connections()
 
 
 def parse_state_path(project_dir: Path, warehouse_path: str) -> Path:
@@ -64,8 +194,8 @@ def keep_parse_state(produced: Path, state: Path) -> None:
 
 @contextmanager
 def environment(values: Mapping[str, str | None]) -> Iterator[None]:
-    """Variables for a subprocess (dbt reads its window and warehouse from them), set for the
-    duration of one invocation; None unsets one."""
+    """Variables dbt reads (the warehouse, in ``profiles.yml``), set for one invocation; None
+    unsets one."""
     previous = {name: os.environ.get(name) for name in values}
     try:
         _set(values)

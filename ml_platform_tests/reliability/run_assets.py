@@ -1,5 +1,5 @@
 """Child process of the suite: materialize platform assets in this process, so that a fault
-point (``ML_PLATFORM_KILL_AT``) or the dbt fault wrapper kills the very process that writes.
+point (``ML_PLATFORM_KILL_AT``) or the dbt fault kills the very process that writes.
 
     python -m ml_platform_tests.reliability.run_assets --select raw/flights,raw/weather \
         --partition 2013-01-02 [--last 2013-01-03] [--dbt-kill-at-insert]
@@ -10,7 +10,6 @@ failed, -9 (as seen by the parent) when a fault killed it.
 
 import argparse
 import json
-import os
 import sys
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -28,21 +27,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from ml_platform.config import DBT_PROJECT_DIR, load_settings
+    from ml_platform.config import load_settings
     from ml_platform.definitions import build_definitions
     from ml_platform.resources import build_resources
-    from ml_platform.resources.dbt import DbtCli
-    from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, fault_dbt_executable
+    from ml_platform_tests.reliability.dbt_fault import faulty_dbt
 
     settings = load_settings()
     resources = build_resources(settings)
     if args.dbt_kill_at_insert:
-        os.environ[FAULT_ENV_VAR] = "kill_at_insert"
-        resources["dbt"] = DbtCli(
-            project_dir=str(DBT_PROJECT_DIR),
-            profiles_dir=str(DBT_PROJECT_DIR),
-            dbt_executable=fault_dbt_executable(),
-        )
+        resources["dbt"] = faulty_dbt("kill_at_insert")
     defs = build_definitions(settings)
     tags = json.loads(args.tags)
     if args.last:

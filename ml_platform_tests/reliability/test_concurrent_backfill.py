@@ -27,14 +27,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ml_platform.automation.execution import PRELOADED
 from ml_platform.automation.jobs import IN_ONE_PROCESS
-from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.assets import dbt_features
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.resources import build_resources
-from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import connect
 from ml_platform_tests.ml_support import SERVING, all_definitions, train, training_config
-from ml_platform_tests.reliability.dbt_fault import FAULT_ENV_VAR, REPORT_ENV_VAR, fault_dbt_executable
+from ml_platform_tests.reliability.dbt_fault import faulty_dbt
 from ml_platform_tests.reliability.run_workers import ProcessParents, parents_of_run_workers, run_worker_pids
 from ml_platform_tests.reliability.support import (
     dagster_dev,
@@ -279,21 +277,15 @@ def test_a_reader_holding_the_warehouse_makes_a_raw_write_wait_not_fail(tmp_path
     )
 
 
-def test_a_reader_holding_the_warehouse_makes_dbt_wait_not_fail(tmp_path, record, monkeypatch):
+def test_a_reader_holding_the_warehouse_makes_dbt_wait_not_fail(tmp_path, record):
     """A reader opens the warehouse just as dbt starts: dbt must wait for the lock, not fail."""
     with platform(tmp_path) as (env, settings, instance):
         resources = build_resources(settings)
         assert dg.materialize(raw_reference_assets, resources=resources, instance=instance).success
         assert dg.materialize(raw_daily_assets, resources=resources, instance=instance, partition_key=DAY)
-        # dbt through the fault wrapper: it starts a reader that holds the file for 6 s as dbt acquires its
+        # dbt with a fault: it starts a reader that holds the file for 6 s as dbt acquires its
         # first connection.
-        resources["dbt"] = DbtCli(
-            project_dir=str(DBT_PROJECT_DIR),
-            profiles_dir=str(DBT_PROJECT_DIR),
-            dbt_executable=fault_dbt_executable(),
-        )
-        monkeypatch.setenv(FAULT_ENV_VAR, "reader:6")
-        monkeypatch.setenv(REPORT_ENV_VAR, str(tmp_path / "reader.json"))
+        resources["dbt"] = faulty_dbt("reader:6", report=tmp_path / "reader.json")
         started = time.monotonic()
         result = dg.materialize(
             [dbt_features],

@@ -2,7 +2,7 @@
 
 * ``ML_PLATFORM_KILL_AT=warehouse.before_commit``: the IO manager has deleted the partition
   window and inserted the new rows, the transaction is not committed;
-* the dbt fault wrapper (``dbt_fault``): dbt's pre-hook has deleted the window of
+* the dbt fault (``dbt_fault``, through dbt's event callbacks): dbt's pre-hook has deleted the window of
   ``flight_features`` and the insert is being sent, the transaction is not committed;
 * ``ML_PLATFORM_KILL_AT=registry.before_alias``: the new model version is registered and
   tagged, the ``champion`` alias has not moved.
