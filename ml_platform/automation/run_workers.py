@@ -8,8 +8,9 @@ processes from a ``forkserver`` that imported the definitions once: each run is 
 clean, single-threaded process (not of the threaded gRPC server), so what ``spawn`` protects
 against does not arise, and the run starts with its modules loaded.
 
-The forkserver is started by the first run and imports the definitions as they are then; a code
-server is restarted when its code is reloaded, and its forkserver with it.
+The forkserver is started by the first run and imports the definitions as they are then, and
+parses the dbt project (``preparsed_dbt.py``); a code server is restarted when its code is
+reloaded, and its forkserver with it.
 """
 
 import multiprocessing
@@ -27,5 +28,5 @@ def start_runs_from_preloaded_server() -> None:
     if isinstance(DagsterApiServer.__dict__.get("_mp_ctx"), property):
         return
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOADED)
+    context.set_forkserver_preload([*PRELOADED, "ml_platform.automation.preparsed_dbt"])
     DagsterApiServer._mp_ctx = property(lambda self: context, lambda self, value: None)

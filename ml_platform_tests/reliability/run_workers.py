@@ -10,6 +10,8 @@ import threading
 
 import dagster as dg
 
+from ml_platform.config import DBT_PROJECT_DIR
+
 # The in-process executor names the run worker's own pid when it starts the steps.
 STARTED = re.compile(r"Executing steps in process \(pid: (\d+)\)")
 
@@ -75,3 +77,14 @@ def parents_of_run_workers(sampler: ProcessParents, pids: dict[str, int]) -> dic
         for run_id, pid in pids.items()
         if pid in sampler.parents
     }
+
+
+def dbt_builds_that_parsed(run_ids: list[str]) -> dict[str, bool]:
+    """For each run whose dbt target is still there (older ones are pruned): whether its build
+    parsed the project, which dbt notes in the build's log; a run worker builds from the manifest
+    its server parsed before forking it (``automation/preparsed_dbt.py``)."""
+    parsed = {}
+    for run_id in run_ids:
+        for log in (DBT_PROJECT_DIR / "target").glob(f"dbt_features-{run_id[:7]}-*/dbt.log"):
+            parsed[run_id] = "partial parsing" in log.read_text(errors="replace").lower()
+    return parsed

@@ -33,7 +33,12 @@ from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse import connect
 from ml_platform_tests.ml_support import SERVING, all_definitions, train, training_config
 from ml_platform_tests.reliability.dbt_fault import faulty_dbt
-from ml_platform_tests.reliability.run_workers import ProcessParents, parents_of_run_workers, run_worker_pids
+from ml_platform_tests.reliability.run_workers import (
+    ProcessParents,
+    dbt_builds_that_parsed,
+    parents_of_run_workers,
+    run_worker_pids,
+)
 from ml_platform_tests.reliability.support import (
     dagster_dev,
     failure_messages,
@@ -139,6 +144,7 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
             for cmd in worker_parents.values()
             if "multiprocessing.forkserver" in cmd and all(module in cmd for module in PRELOADED)
         ]
+        parsed = dbt_builds_that_parsed(run_ids)
         failed = {
             r.run_id: failure_messages(instance, r.run_id) for r in every_run if r.status.value != "SUCCESS"
         }
@@ -175,7 +181,8 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
                 f"{reader.reads} reads, {len(reader.errors)} reader errors; "
                 + (f"{scored.n} predictions ({scored.ids} distinct flights); " if score else "")
                 + f"run workers forked from the preloaded server: {len(preloaded)} of "
-                f"{len(worker_parents)} seen; {time.monotonic() - started:.0f}s"
+                f"{len(worker_parents)} seen; dbt parsed in {sum(parsed.values())} of the {len(parsed)} "
+                f"builds still on disk; {time.monotonic() - started:.0f}s"
             ),
             lock_failures=lock_failures,
             rows_lost=lost,
@@ -193,6 +200,8 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
         # Run workers start from the code server's forkserver, the definitions already imported.
         assert worker_parents, f"no run worker seen alive: {worker_pids}, {len(processes.parents)} sampled"
         assert len(preloaded) == len(worker_parents), set(worker_parents.values()) - set(preloaded)
+        # ... and build from the dbt manifest that server parsed, not parsing in the warehouse slot.
+        assert parsed and not any(parsed.values()), parsed
         if score:
             assert int(scored.n) == int(scored.ids) == len(expected)
             assert int(scored.versions) == 1
