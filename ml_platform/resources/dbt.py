@@ -34,6 +34,7 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 PARSE_STATE_DIR = "parse_state"
 RESULTS = {"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"}
 WAIT_SECONDS = 0.5  # how often the step looks up from dbt's events (interrupts arrive between)
+STOP_SECONDS = 60  # how long a terminated step waits for a cancelled build to end
 # One dbt invocation at a time per process: dbt keeps its flags and adapters in globals.
 _INVOKE = threading.Lock()
 _DONE = object()
@@ -67,12 +68,12 @@ class DbtCli(DbtCliResource):
         target = (project_dir / self._get_unique_target_path(context=context)).resolve()
         common = self._common_args(project_dir, target)
         indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
+        events = Events(self.event_callbacks())
         with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
             try:
                 manifest = _PREPARSED.get(self._key(project_dir, warehouse_path)) or parse(
                     project_dir, warehouse_path, target, common
                 )
-                events = Events(self.event_callbacks())
                 args = ["build", *params.selection_args, *indirect, "--vars", json.dumps(dict(variables))]
                 events.start(manifest, [*self.global_config_flags, *args, *common])
                 for raw in events:
@@ -86,7 +87,11 @@ class DbtCli(DbtCliResource):
                     )
                 events.raise_on_error(f"dbt {' '.join(args)}", target)
             finally:
-                release_warehouse()
+                # Left early (the run was terminated): dbt's running query is cancelled (its
+                # transaction rolls back and the models that depend on it are skipped; each model is
+                # atomic either way), and the handle is closed only once dbt has let go of it.
+                if events.stop():
+                    release_warehouse()
 
     def preparse(self, warehouse_path: str) -> None:
         """Parse the project for this warehouse now, in a process that run workers are forked
@@ -159,6 +164,7 @@ class Events:
         self.errors: list[str] = []
         self.result = None
         self.failure: BaseException | None = None
+        self.thread: threading.Thread | None = None
 
     def start(self, manifest, args: list[str]) -> None:
         from dbt.cli.main import dbtRunner
@@ -173,7 +179,21 @@ class Events:
             finally:
                 self.queue.put(_DONE)
 
-        threading.Thread(target=invoke, name="dbt", daemon=True).start()
+        self.thread = threading.Thread(target=invoke, name="dbt", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Cancel a build still running and wait for it; True once dbt's thread has ended."""
+        if self.thread is None or not self.thread.is_alive():
+            return True
+        try:
+            from dbt.adapters.factory import get_adapter_by_type
+
+            get_adapter_by_type("duckdb").cancel_open_connections()
+        except Exception:  # noqa: BLE001 - best effort: the wait below still bounds it
+            pass
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     def _receive(self, msg) -> None:
         if msg.info.level == "error":
