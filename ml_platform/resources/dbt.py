@@ -210,6 +210,7 @@ class Events:
             except queue.Empty:
                 continue
             if item is _DONE:
+                self.thread.join()  # it has put its last item: only its return is left
                 return
             yield item
 
