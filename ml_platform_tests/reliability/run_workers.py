@@ -16,16 +16,25 @@ from ml_platform.config import DBT_PROJECT_DIR
 STARTED = re.compile(r"Executing steps in process \(pid: (\d+)\)")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as stat:  # noqa: PTH123 - /proc
+        return next(float(line.split()[1]) for line in stat if line.startswith("btime "))
+
+
 class ProcessParents(threading.Thread):
-    """Every ``pause`` seconds, the parent and command line of every process started since the
-    last sample (a pid reused by a later process is read again: its start time differs)."""
+    """Every ``pause`` seconds, each process started since the last sample: when it started and
+    its parent's command line. Pids are reused (a year of runs wraps a 32,768 pid space twice),
+    so a process is known by its pid and start time, and a run worker is matched by when it ran."""
 
     def __init__(self, pause: float = 0.5):
         super().__init__(daemon=True)
         self.pause = pause
-        self.parents: dict[int, int] = {}
-        self.cmdlines: dict[int, str] = {}
-        self._start_times: dict[int, str] = {}
+        self.seen: dict[int, list[tuple[float, str]]] = {}  # pid -> [(start time, parent's command)]
+        self._start_ticks: dict[int, str] = {}
+        self._boot = _boot_time()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -42,41 +51,42 @@ class ProcessParents(threading.Thread):
                 with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - /proc
                     # The command name in parentheses may hold spaces; the fields after it are fixed.
                     fields = stat.read().rsplit(")", 1)[1].split()
-                if self._start_times.get(pid) == fields[19]:
+                if self._start_ticks.get(pid) == fields[19]:
                     continue
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # noqa: PTH123 - /proc
-                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{fields[1]}/cmdline", "rb") as cmdline:  # noqa: PTH123 - /proc
+                    parent = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue  # gone between the listing and the read
-            self._start_times[pid], self.parents[pid], self.cmdlines[pid] = (
-                fields[19],
-                int(fields[1]),
-                command,
-            )
+            self._start_ticks[pid] = fields[19]
+            started = self._boot + int(fields[19]) / CLOCK_TICKS
+            self.seen.setdefault(pid, []).append((started, parent))
+
+    def parent_at(self, pid: int, alive_at: float) -> str | None:
+        """The parent's command line of the process ``pid`` that was running at ``alive_at``."""
+        started = [(start, parent) for start, parent in self.seen.get(pid, []) if start <= alive_at + 1]
+        return max(started)[1] if started else None
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
 
 
-def run_worker_pids(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, int]:
-    """The run worker's pid of each run executed in one process, from its engine events."""
+def run_worker_pids(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, tuple[int, float]]:
+    """The run worker's pid of each run executed in one process, and a moment it was running,
+    from its engine events."""
     pids = {}
     for run_id in run_ids:
         for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             found = STARTED.search(entry.user_message or "")
             if found:
-                pids[run_id] = int(found.group(1))
+                pids[run_id] = (int(found.group(1)), entry.timestamp)
     return pids
 
 
-def parents_of_run_workers(sampler: ProcessParents, pids: dict[str, int]) -> dict[str, str]:
+def parents_of_run_workers(sampler: ProcessParents, pids: dict[str, tuple[int, float]]) -> dict[str, str]:
     """For each run whose worker was seen alive: its parent's command line."""
-    return {
-        run_id: sampler.cmdlines.get(sampler.parents[pid], "?")
-        for run_id, pid in pids.items()
-        if pid in sampler.parents
-    }
+    parents = {run_id: sampler.parent_at(pid, alive_at) for run_id, (pid, alive_at) in pids.items()}
+    return {run_id: parent for run_id, parent in parents.items() if parent is not None}
 
 
 def dbt_builds_that_parsed(run_ids: list[str]) -> dict[str, bool]:

@@ -198,7 +198,7 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
         assert int(features.n) == int(features.ids) == len(expected)
         assert reader.reads > 0 and not reader.errors, reader.errors
         # Run workers start from the code server's forkserver, the definitions already imported.
-        assert worker_parents, f"no run worker seen alive: {worker_pids}, {len(processes.parents)} sampled"
+        assert worker_parents, f"no run worker seen alive: {worker_pids}, {len(processes.seen)} sampled"
         assert len(preloaded) == len(worker_parents), set(worker_parents.values()) - set(preloaded)
         # ... and build from the dbt manifest that server parsed, not parsing in the warehouse slot.
         assert parsed and not any(parsed.values()), parsed
