@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 
 import dagster as dg
 
@@ -32,7 +33,8 @@ class ProcessParents(threading.Thread):
     def __init__(self, pause: float = 0.5):
         super().__init__(daemon=True)
         self.pause = pause
-        self.seen: dict[int, list[tuple[float, str]]] = {}  # pid -> [(start time, parent's command)]
+        # pid -> [[start time, last seen alive, parent's command line]], one per process
+        self.seen: dict[int, list[list]] = {}
         self._start_ticks: dict[int, str] = {}
         self._boot = _boot_time()
         self._stop_event = threading.Event()
@@ -52,6 +54,7 @@ class ProcessParents(threading.Thread):
                     # The command name in parentheses may hold spaces; the fields after it are fixed.
                     fields = stat.read().rsplit(")", 1)[1].split()
                 if self._start_ticks.get(pid) == fields[19]:
+                    self.seen[pid][-1][1] = time.time()
                     continue
                 with open(f"/proc/{fields[1]}/cmdline", "rb") as cmdline:  # noqa: PTH123 - /proc
                     parent = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
@@ -59,12 +62,17 @@ class ProcessParents(threading.Thread):
                 continue  # gone between the listing and the read
             self._start_ticks[pid] = fields[19]
             started = self._boot + int(fields[19]) / CLOCK_TICKS
-            self.seen.setdefault(pid, []).append((started, parent))
+            self.seen.setdefault(pid, []).append([started, time.time(), parent])
 
     def parent_at(self, pid: int, alive_at: float) -> str | None:
-        """The parent's command line of the process ``pid`` that was running at ``alive_at``."""
-        started = [(start, parent) for start, parent in self.seen.get(pid, []) if start <= alive_at + 1]
-        return max(started)[1] if started else None
+        """The parent's command line of the process ``pid`` that was running at ``alive_at`` (a
+        second either way: start times have clock-tick resolution, samples come every pause)."""
+        running = [
+            parent
+            for start, last_seen, parent in self.seen.get(pid, [])
+            if start <= alive_at + 1 and last_seen >= alive_at - 1
+        ]
+        return running[-1] if running else None
 
     def stop(self) -> None:
         self._stop_event.set()
