@@ -5,7 +5,8 @@ dbt-core and its adapter, reads the project and only then builds: 9 to 10.5 s fo
 2-core EPYC, of which the build itself is about 2 s, all of it inside the warehouse's
 concurrency slot. Here dbt runs in the step's own process: the project is parsed (from the
 parse state the last build against the same warehouse left) and the build runs from that
-manifest, so the partition window reaches dbt as real ``--vars`` without re-parsing the project.
+manifest, so the partition window reaches dbt as real ``--vars`` without re-parsing the project;
+a run worker forked from a server that parsed it first (``preparse``) does not parse at all.
 Its events become Dagster events exactly as dagster-dbt turns a dbt process's output into them.
 """
 
