@@ -70,7 +70,7 @@ class DbtCli(DbtCliResource):
         common = self._common_args(project_dir, target)
         indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
         events = Events(self.event_callbacks())
-        with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+        with invoking(warehouse_path):
             try:
                 manifest = _PREPARSED.get(self._key(project_dir, warehouse_path)) or parse(
                     project_dir, warehouse_path, target, common
@@ -103,7 +103,7 @@ class DbtCli(DbtCliResource):
         target = Path(tempfile.mkdtemp(prefix="dbt-preparse-"))
         common = self._common_args(project_dir, target)
         try:
-            with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+            with invoking(warehouse_path):
                 _PREPARSED[self._key(project_dir, warehouse_path)] = parse(
                     project_dir, warehouse_path, target, common
                 )
@@ -129,6 +129,13 @@ class DbtCli(DbtCliResource):
             *(["--profile", self.profile] if self.profile else []),
             *(["--target", self.target] if self.target else []),
         ]  # fmt: skip
+
+
+@contextmanager
+def invoking(warehouse_path: str) -> Iterator[None]:
+    """This process's one dbt invocation at a time, with the warehouse dbt's profile reads."""
+    with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+        yield
 
 
 def parse(project_dir: Path, warehouse_path: str, target: Path, common: list[str]):

@@ -1,6 +1,7 @@
 """Which process started each run worker: sampled from /proc while runs are in flight, so a test
 can check that runs launched through the code server fork from the server that preloaded the
-definitions (``ml_platform/automation/run_workers.py``) instead of importing them anew."""
+definitions (``ml_platform/automation/run_workers.py``) instead of importing them anew, and
+whether their dbt builds parsed the project or started from the manifest that server parsed."""
 
 from __future__ import annotations
 
