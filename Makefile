@@ -59,7 +59,8 @@ PYTEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
-# The cases marked `long`: every day of 2013 as its own run through the daemon, four at a time.
+# The cases marked `long`: all of 2013 in one run, then every day of it as its own run through the
+# daemon, four at a time.
 test-long: setup
 	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 

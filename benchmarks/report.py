@@ -63,6 +63,9 @@ def _compared(key: str, fig: dict, figures: dict) -> str:
         notes.append(f"**p50 {fig['p50']} s, p95 {fig['p95']} s** (goal: p50 <= 45 s)")
     if "ratio_to_bare" in fig:
         notes.append(f"**{fig['ratio_to_bare']}x bare predict_proba** (goal >= 0.8)")
+        pairs = fig.get("paired_ratios")
+        if pairs:
+            notes.append(f"round by round {pairs['min']}x to {pairs['max']}x (n={pairs['n']})")
     if "asset_ratio" in fig:
         notes.append(f"the asset is {fig['asset_ratio']}x this")
     if key == "training_run":

@@ -344,7 +344,7 @@ def test_dbt_gets_the_window_as_vars_and_lets_go_of_the_warehouse(platform, year
     )
 
 
-# --- the whole year in one run (keep last: the slowest test) -------------------------------------
+# --- the whole year in one run (`make test-long`: two minutes of the default suite) -------------
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +355,7 @@ def full_year(platform, year_end):
     return result, len(platform.instance.get_runs()) - runs_before
 
 
+@pytest.mark.long
 def test_the_full_year_in_one_run(platform, full_year):
     result, runs = full_year
     assert result.success
