@@ -10,6 +10,7 @@ from ml_platform.automation.freshness import (
     partition_freshness_checks,
     partition_freshness_sensor,
 )
+from ml_platform.automation.instance_storage import write_event_batches
 from ml_platform.automation.jobs import ingest_days_job, retrain_job
 from ml_platform.automation.pool_waits import sleep_between_pool_claims
 from ml_platform.automation.run_workers import start_runs_from_preloaded_server
@@ -28,6 +29,7 @@ from ml_platform.training.selection import champion_model, champion_passed_gate,
 
 sleep_between_pool_claims()
 start_runs_from_preloaded_server()
+write_event_batches()
 
 ASSETS = [
     *raw_daily_assets,

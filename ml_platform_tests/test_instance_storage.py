@@ -42,3 +42,70 @@ def test_what_it_stores_is_dagster_sqlite_storage_on_disk(tmp_path):
         assert type(plain.event_log_storage).__name__ == "SqliteEventLogStorage"
         assert plain.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
         assert plain.get_materialized_partitions(daily.key) == {"2013-01-05"}
+
+
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), code_version="1")
+def daily_with_versions(context) -> dg.Output[None]:
+    """A ranged output whose per-day materializations carry data versions (stored as tags)."""
+    return dg.Output(None, data_version=dg.DataVersion("v1"))
+
+
+def _stored(instance, key: dg.AssetKey) -> dict:
+    """What readers of the instance see: per-day materializations, their tags, the asset's latest."""
+    records = instance.fetch_materializations(key, limit=1000).records
+    return {
+        "partitions": sorted(r.partition_key for r in records),
+        "tags": sorted(
+            (r.partition_key, tuple(sorted(r.asset_materialization.tags.items()))) for r in records
+        ),
+        "materialized": instance.get_materialized_partitions(key),
+        "latest_partition": instance.get_latest_materialization_event(key).dagster_event.partition,
+        "planned_runs": len(instance.get_latest_planned_materialization_info(key) or ()) > 0,
+        # The indexed tag rows (data versions), found by the event id the index shard gave out.
+        "indexed_tags": sorted(
+            (r.partition_key, tuple(sorted(t.items())))
+            for r in records
+            for t in instance.event_log_storage.get_event_tags_for_asset(key, filter_event_id=r.storage_id)
+        ),
+    }
+
+
+def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_path, monkeypatch):
+    """With the platform's batch size, a ranged run hands its per-day events to the storage in
+    batches, written one transaction per file; what readers see equals an event-by-event write."""
+    batches = []
+    real = instance_storage.BatchingEventLogStorage.store_event_batch
+    monkeypatch.setattr(
+        instance_storage.BatchingEventLogStorage,
+        "store_event_batch",
+        lambda self, events: (
+            batches.append({e.dagster_event.event_type for e in events}) or real(self, events)
+        ),
+    )
+    tags = {
+        "dagster/asset_partition_range_start": "2013-01-01",
+        "dagster/asset_partition_range_end": "2013-01-30",
+    }
+    seen = {}
+    for size in (instance_storage.EVENT_BATCH_SIZE, "0"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        home = tmp_path / f"batch-{size}"
+        home.mkdir()
+        with local_instance(home) as instance:
+            assert dg.materialize([daily_with_versions], instance=instance, tags=tags).success
+            seen[size] = _stored(instance, daily_with_versions.key)
+    assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
+    assert {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED} in batches
+    batched, one_by_one = seen[instance_storage.EVENT_BATCH_SIZE], seen["0"]
+    assert batched == one_by_one
+    assert len(batched["partitions"]) == 30 and batched["latest_partition"] == "2013-01-30"
+    assert [tags for _, tags in batched["indexed_tags"]] == [(("dagster/data_version", "v1"),)] * 30
+
+
+def test_the_platform_sets_the_event_batch_size_unless_the_environment_does(monkeypatch):
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    instance_storage.write_event_batches()
+    assert instance_storage.os.environ["DAGSTER_EVENT_BATCH_SIZE"] == instance_storage.EVENT_BATCH_SIZE
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    instance_storage.write_event_batches()
+    assert instance_storage.os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"

@@ -7,16 +7,24 @@ database file keeps one engine for the life of the process. Connections are stil
 closed per use (``NullPool``, as Dagster does), so nothing is held across a fork or between
 writers, and the files, schema and migrations are Dagster's own.
 
+A ranged run reports its events per partition in batches (with ``DAGSTER_EVENT_BATCH_SIZE`` set,
+as ``ml_platform.definitions`` does): a year's planned events, then each asset's 365
+materializations. Dagster's SQLite storage writes a batch one event at a time, two transactions
+each; here a batch is one transaction per database file, with the same rows.
+
 Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; PostgreSQL deployments
-(``deploy/dagster.yaml``) are unaffected.
+(``deploy/dagster.yaml``) use Dagster's own batch writes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from dagster import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -24,6 +32,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 )
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -74,6 +83,51 @@ class CachedEngineEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
 
+EVENT_BATCH_SIZE = "1000"
+
+
+def write_event_batches() -> None:
+    """Applied once, when the code location loads, in every process that executes steps: Dagster
+    hands a ranged run's per-partition events to the storage as batches only when
+    ``DAGSTER_EVENT_BATCH_SIZE`` is set (here, unless the environment sets it, to 0 to turn it off).
+    PostgreSQL's storage then writes a batch of materializations in one statement; ours below
+    writes any batch in one transaction per file."""
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+
+
+# Batches of these are written together; any other batch goes event by event, as Dagster does.
+BATCHED_TOGETHER = frozenset(
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
+)
+
+
+class BatchingEventLogStorage(CachedEngineEventLogStorage):
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """What ``store_event`` writes for each event, in one transaction on the run's shard and
+        one on the index shard. The asset table keeps each key's latest event, so it is written
+        once per key, with the last one (a batch is one event type)."""
+        types = {e.dagster_event.event_type if e.dagster_event else None for e in events}
+        runs = {e.run_id for e in events}
+        if len(types) != 1 or not types <= BATCHED_TOGETHER or len(runs) != 1:
+            super().store_event_batch(events)
+            return
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(self.prepare_insert_event_batch(events))
+        with self.index_transaction() as conn:
+            ids = []
+            for event in events:
+                with db_result(conn, self.prepare_insert_event(event)) as result:
+                    ids.append(result.inserted_primary_key[0])
+            self._store_asset_event_tags(conn, events, ids)
+            latest = {e.dagster_event.asset_key: (e, id_) for e, id_ in zip(events, ids, strict=True)}
+            for event, id_ in latest.values():
+                self._store_asset_event(conn, event, id_)
+
+
 class LocalSqliteStorage(DagsterSqliteStorage):
     """``storage: sqlite`` with the storages above; same ``base_dir`` layout on disk."""
 
@@ -81,7 +135,7 @@ class LocalSqliteStorage(DagsterSqliteStorage):
         self.base_dir = base_dir
         self._inst_data = inst_data
         self._run_storage = CachedEngineRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = CachedEngineEventLogStorage(_event_logs_directory(base_dir))
+        self._event_log_storage = BatchingEventLogStorage(_event_logs_directory(base_dir))
         self._schedule_storage = CachedEngineScheduleStorage.from_local(_schedule_directory(base_dir))
         DagsterStorage.__init__(self)
 
