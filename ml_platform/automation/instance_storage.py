@@ -26,13 +26,13 @@ from contextlib import contextmanager
 from dagster import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -115,13 +115,17 @@ class BatchingEventLogStorage(CachedEngineEventLogStorage):
         if len(types) != 1 or not types <= BATCHED_TOGETHER or len(runs) != 1:
             super().store_event_batch(events)
             return
+        rows = [self._event_to_row(event) for event in events]  # serialized once, for both files
         with self.run_connection(events[0].run_id) as conn:
-            conn.execute(self.prepare_insert_event_batch(events))
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
         with self.index_transaction() as conn:
-            ids = []
-            for event in events:
-                with db_result(conn, self.prepare_insert_event(event)) as result:
-                    ids.append(result.inserted_primary_key[0])
+            inserted = conn.execute(
+                SqlEventLogStorageTable.insert().returning(
+                    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+            ids = [row[0] for row in inserted]
             self._store_asset_event_tags(conn, events, ids)
             latest = {e.dagster_event.asset_key: (e, id_) for e, id_ in zip(events, ids, strict=True)}
             for event, id_ in latest.values():
