@@ -43,7 +43,7 @@ dev: setup
 		--backend-store-uri sqlite:///$(DATA_DIR)/mlflow/mlflow.db \
 		--artifacts-destination $(DATA_DIR)/mlflow/artifacts --workers 1 & \
 	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
-		DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD=10 \
+		DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD=10 DAGSTER_EVENT_BATCH_SIZE=1000 \
 		$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
 # Headless Chromium and its driver for the browser test (Debian packages; no browser downloads).

@@ -12,8 +12,8 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 # As `make dev` starts `dagster dev`: on a stop the code server gives calls in flight 10 s, not
-# Dagster's default 60 s.
-DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10"}
+# Dagster's default 60 s; the daemon and webserver store the events of runs they create in batches.
+DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 # How long a Dagster service may take to stop (a clean stop takes a few seconds).
 STOP_SECONDS = 60
 # A code server waits for open calls up to the grace period, then 5 s more, before it exits: past

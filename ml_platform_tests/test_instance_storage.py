@@ -60,7 +60,7 @@ def _stored(instance, key: dg.AssetKey) -> dict:
         ),
         "materialized": instance.get_materialized_partitions(key),
         "latest_partition": instance.get_latest_materialization_event(key).dagster_event.partition,
-        "planned_runs": len(instance.get_latest_planned_materialization_info(key) or ()) > 0,
+        "planned": instance.get_latest_planned_materialization_info(key) is not None,
         # The indexed tag rows (data versions), found by the event id the index shard gave out.
         "indexed_tags": sorted(
             (r.partition_key, tuple(sorted(t.items())))
@@ -73,15 +73,19 @@ def _stored(instance, key: dg.AssetKey) -> dict:
 def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_path, monkeypatch):
     """With the platform's batch size, a ranged run hands its per-day events to the storage in
     batches, written one transaction per file; what readers see equals an event-by-event write."""
-    batches = []
+    batches, failures = [], []
     real = instance_storage.BatchingEventLogStorage.store_event_batch
-    monkeypatch.setattr(
-        instance_storage.BatchingEventLogStorage,
-        "store_event_batch",
-        lambda self, events: (
-            batches.append({e.dagster_event.event_type for e in events}) or real(self, events)
-        ),
-    )
+
+    def spy(self, events):
+        # Dagster stores a batch event by event when store_event_batch raises: a failure must show.
+        batches.append({e.dagster_event.event_type for e in events})
+        try:
+            real(self, events)
+        except Exception as exc:
+            failures.append(exc)
+            raise
+
+    monkeypatch.setattr(instance_storage.BatchingEventLogStorage, "store_event_batch", spy)
     tags = {
         "dagster/asset_partition_range_start": "2013-01-01",
         "dagster/asset_partition_range_end": "2013-01-30",
@@ -92,13 +96,23 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_
         home = tmp_path / f"batch-{size}"
         home.mkdir()
         with local_instance(home) as instance:
-            assert dg.materialize([daily_with_versions], instance=instance, tags=tags).success
+            result = dg.materialize([daily_with_versions], instance=instance, tags=tags)
+            assert result.success
             seen[size] = _stored(instance, daily_with_versions.key)
+            # The run's own file, read apart from the index: each event once.
+            run_events = instance.get_records_for_run(result.run_id, limit=10_000).records
+            seen[size]["run_file"] = sorted(
+                (r.event_log_entry.dagster_event_type.value, r.event_log_entry.dagster_event.partition or "")
+                for r in run_events
+                if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.asset_key
+            )
+    assert not failures, failures
     assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
     assert {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED} in batches
     batched, one_by_one = seen[instance_storage.EVENT_BATCH_SIZE], seen["0"]
     assert batched == one_by_one
     assert len(batched["partitions"]) == 30 and batched["latest_partition"] == "2013-01-30"
+    assert len(batched["run_file"]) == 60 == len(set(batched["run_file"]))  # planned + materialized
     assert [tags for _, tags in batched["indexed_tags"]] == [(("dagster/data_version", "v1"),)] * 30
 
 

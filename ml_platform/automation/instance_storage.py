@@ -7,10 +7,13 @@ database file keeps one engine for the life of the process. Connections are stil
 closed per use (``NullPool``, as Dagster does), so nothing is held across a fork or between
 writers, and the files, schema and migrations are Dagster's own.
 
-A ranged run reports its events per partition in batches (with ``DAGSTER_EVENT_BATCH_SIZE`` set,
-as ``ml_platform.definitions`` does): a year's planned events, then each asset's 365
-materializations. Dagster's SQLite storage writes a batch one event at a time, two transactions
-each; here a batch is one transaction per database file, with the same rows.
+A ranged run reports its events per partition in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set
+in the process that writes them: a year's planned events (written where the run is created: the
+daemon, the webserver or an in-process ``materialize``), then each asset's 365 materializations
+(written by the run). ``ml_platform.definitions`` sets it in every process that imports the code;
+``make dev`` and docker-compose.yml set it for the daemon and the webserver. Dagster's SQLite
+storage writes a batch one event at a time, two transactions each; here a batch is one
+transaction per database file, with the same rows.
 
 Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; PostgreSQL deployments
 (``deploy/dagster.yaml``) use Dagster's own batch writes.

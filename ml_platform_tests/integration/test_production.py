@@ -180,6 +180,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         "DAGSTER_PG_DB": databases["dagster"],
         "DAGSTER_STORAGE_DIR": str(tmp_path / "storage" / "artifacts"),
         "DAGSTER_COMPUTE_LOGS_DIR": str(tmp_path / "storage" / "compute_logs"),
+        "DAGSTER_EVENT_BATCH_SIZE": _compose_service("code")["environment"]["DAGSTER_EVENT_BATCH_SIZE"],
     }
     platform_env = {
         "ML_PLATFORM_ENV": "prod",
