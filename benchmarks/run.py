@@ -39,7 +39,7 @@ class Plan:
     latency_days: int = 5
     import_runs: int = 5
     webserver_runs: int = 3
-    sizes: tuple[int, ...] = (1, 4, 16)
+    sizes: tuple[int, ...] = (1, 4)
     scaling_repeats: int = 1
     training_sizes: tuple[int, ...] = (1, 4, 16)
 
