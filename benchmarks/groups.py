@@ -175,7 +175,7 @@ def training(runner: Runner) -> None:
     framed_rps = [rows / s for s in res["bare"]["feature_frame_and_predict_proba_seconds"]]
     ratio = statistics.median(asset_rps) / statistics.median(bare_rps)
     # Rounds alternate the asset and bare scoring: each pair ran in the same state of the process.
-    paired = [a / b for a, b in zip(asset_rps, bare_rps, strict=False)]
+    paired = [a / b for a, b in zip(asset_rps, bare_rps, strict=True)]
     runner.figure(
         "scoring_asset",
         f"Scoring in serving/predictions ({preds[0]['rows']} rows, {res['bare']['model']})",

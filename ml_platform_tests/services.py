@@ -10,10 +10,12 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from ml_platform.automation.instance_storage import EVENT_BATCH_SIZE
+
 BIN = Path(sys.executable).parent
 # As `make dev` starts `dagster dev`: on a stop the code server gives calls in flight 10 s, not
 # Dagster's default 60 s; the daemon and webserver store the events of runs they create in batches.
-DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
+DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10", "DAGSTER_EVENT_BATCH_SIZE": EVENT_BATCH_SIZE}
 # How long a Dagster service may take to stop (a clean stop takes a few seconds).
 STOP_SECONDS = 60
 # A code server waits for open calls up to the grace period, then 5 s more, before it exits: past

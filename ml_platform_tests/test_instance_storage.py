@@ -1,6 +1,8 @@
 """The embedded instance storage (deploy/dagster.local.yaml): Dagster's SQLite files, one engine
 per database file."""
 
+import os
+
 import dagster as dg
 
 from ml_platform.automation import instance_storage
@@ -119,7 +121,7 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_
 def test_the_platform_sets_the_event_batch_size_unless_the_environment_does(monkeypatch):
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
     instance_storage.write_event_batches()
-    assert instance_storage.os.environ["DAGSTER_EVENT_BATCH_SIZE"] == instance_storage.EVENT_BATCH_SIZE
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == instance_storage.EVENT_BATCH_SIZE
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
     instance_storage.write_event_batches()
-    assert instance_storage.os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
