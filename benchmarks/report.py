@@ -65,7 +65,10 @@ def _compared(key: str, fig: dict, figures: dict) -> str:
         notes.append(f"**{fig['ratio_to_bare']}x bare predict_proba** (goal >= 0.8)")
         pairs = fig.get("paired_ratios")
         if pairs:
-            notes.append(f"round by round {pairs['min']}x to {pairs['max']}x (n={pairs['n']})")
+            notes.append(
+                f"median of {pairs['n']} rounds, each against the bare calls either side of it: "
+                f"{pairs['min']}x to {pairs['max']}x"
+            )
     if "asset_ratio" in fig:
         notes.append(f"the asset is {fig['asset_ratio']}x this")
     if key == "training_run":

@@ -8,7 +8,7 @@ import pytest
 
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile, feature_psi
-from ml_platform.ml.frames import CATEGORICAL, FEATURES, NUMERIC, feature_frame, split_training_set
+from ml_platform.ml.frames import CATEGORICAL, FEATURES, NUMERIC, feature_frame, labels, split_training_set
 from ml_platform.ml.gate import decide
 from ml_platform.ml.metrics import classification_metrics, expected_calibration_error
 from ml_platform.ml.training import fit_and_evaluate, score
@@ -112,6 +112,26 @@ def test_each_candidate_learns_and_scores_unseen_categories(builder):
     scored = score(result.model, with_gaps, 0.5, version="7", model_name="m")
     np.testing.assert_array_equal(scored.late_probability.to_numpy(), expected)
     assert scored.flight_id.tolist() == with_gaps.flight_id.tolist()
+
+
+def test_missing_categories_reach_the_model_as_none_and_whole_strings_pass_unchanged():
+    frame = synthetic_features(days=1).head(4)
+    frame["carrier"] = pd.Series(["AA", np.nan, pd.NA, None], index=frame.index, dtype=object)
+    frame["origin"] = pd.Series(["JFK", "LGA", "EWR", "JFK"], index=frame.index, dtype=object)
+    x = feature_frame(frame)
+    assert x["carrier"].tolist() == ["AA", None, None, None]
+    assert x["origin"].tolist() == ["JFK", "LGA", "EWR", "JFK"]
+    assert frame["carrier"].isna().sum() == 3  # the caller's frame is left as it was
+
+
+def test_a_forest_fitted_on_every_core_scores_exactly_like_one_fitted_on_one():
+    frame = synthetic_features(days=10, per_day=100)
+    frame = frame[frame.arrived_late.notna()]
+    x, y = feature_frame(frame), labels(frame)
+    parallel = models.fit(models.random_forest(n_estimators=24), x, y)
+    serial = models.random_forest(n_estimators=24).set_params(model__n_jobs=1).fit(x, y)
+    assert parallel.get_params()["model__n_jobs"] == 1  # scored on one core: the same bits each call
+    np.testing.assert_array_equal(parallel.predict_proba(x), serial.predict_proba(x))
 
 
 def test_infinite_feature_values_are_refused_by_name():

@@ -43,6 +43,8 @@ def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _categories(column: pd.Series) -> np.ndarray:
     values = column.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values  # all strings, nothing missing: a scan a fifth as long as ``pd.isna``
     missing = pd.isna(values)
     if missing.any():
         values = values.copy()  # never write into the caller's frame

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ml_platform.ml.frames import DAY, KEY, LABEL, feature_frame, labels
 from ml_platform.ml.metrics import classification_metrics
+from ml_platform.ml.models import fit
 
 
 @dataclass
@@ -27,7 +28,7 @@ def fit_and_evaluate(model, train: pd.DataFrame, holdout: pd.DataFrame, threshol
     if holdout.empty:
         raise ValueError("the holdout window holds no labelled flights")
     started = time.perf_counter()
-    model.fit(feature_frame(train), labels(train))
+    fit(model, feature_frame(train), labels(train))
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(feature_frame(holdout))[:, 1]
     y = labels(holdout).to_numpy()
@@ -95,7 +96,7 @@ def walk_forward(
     labelled = features[features[LABEL].notna()].copy()
     days = pd.to_datetime(labelled[DAY])
     frozen_train = labelled[days < pd.Timestamp(frozen_until)]
-    frozen = make_model().fit(feature_frame(frozen_train), labels(frozen_train))
+    frozen = fit(make_model(), feature_frame(frozen_train), labels(frozen_train))
     rows = []
     cutoff = first_cutoff
     while cutoff <= last_cutoff:
@@ -105,7 +106,7 @@ def walk_forward(
             (days >= pd.Timestamp(cutoff)) & (days < pd.Timestamp(cutoff + timedelta(days=holdout_days)))
         ]
         if len(train) and hold[LABEL].nunique() == 2:
-            weekly = make_model().fit(feature_frame(train), labels(train))
+            weekly = fit(make_model(), feature_frame(train), labels(train))
             y = labels(hold).to_numpy()
             x = feature_frame(hold)
             m_weekly = classification_metrics(y, weekly.predict_proba(x)[:, 1], threshold)
