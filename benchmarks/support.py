@@ -22,6 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INSTANCE_YAML = REPO_ROOT / "deploy" / "dagster.local.yaml"
+PRODUCTION_YAML = REPO_ROOT / "deploy" / "dagster.yaml"
 POSTGRES_ENV_VAR = "BENCH_POSTGRES_URL"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -73,14 +74,18 @@ def postgres_database() -> Iterator[str]:
 
 
 def write_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
-    """The instance of ``make dev`` (deploy/dagster.local.yaml), optionally on PostgreSQL."""
+    """The instance of ``make dev`` (deploy/dagster.local.yaml), optionally with the production
+    storage on PostgreSQL."""
     home.mkdir(parents=True, exist_ok=True)
     text = INSTANCE_YAML.read_text()
     if postgres_url:
         import yaml
 
         config = yaml.safe_load(text)
-        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
+        # The production storage (deploy/dagster.yaml), pointed at the benchmark's database.
+        storage = yaml.safe_load(PRODUCTION_YAML.read_text())["storage"]
+        storage["custom"]["config"] = {"postgres_url": postgres_url}
+        config["storage"] = storage
         text = yaml.safe_dump(config, sort_keys=False)
     (home / "dagster.yaml").write_text(text)
     return home

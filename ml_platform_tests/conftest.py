@@ -65,11 +65,46 @@ def landing_resources(landing_settings: Settings) -> dict:
     return build_resources(landing_settings)
 
 
-def local_instance(home: Path):
-    """A Dagster instance in ``home`` on the storage `make dev` uses (deploy/dagster.local.yaml)."""
+def local_instance(home: Path, plain: bool = False):
+    """A Dagster instance in ``home`` on the storage `make dev` uses (deploy/dagster.local.yaml;
+    ``plain``: Dagster's own SQLite storage, the same files)."""
+    if plain:
+        return instance_for_test(temp_dir=str(home))
     storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.local.yaml").read_text())["storage"]
     storage["custom"]["config"]["base_dir"] = str(home)
     return instance_for_test(temp_dir=str(home), overrides={"storage": storage})
+
+
+@contextmanager
+def production_instance(home: Path, plain: bool = False) -> Iterator[DagsterInstance]:
+    """An instance on the production storage (deploy/dagster.yaml; ``plain``: Dagster's own
+    ``storage: postgres``) in a new PostgreSQL database on 127.0.0.1:5432 (or PGHOST/PGPORT),
+    dropped afterwards; skips where no PostgreSQL answers."""
+    import uuid
+
+    import psycopg2
+
+    server = f"postgresql://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}"
+    server += f":{os.environ.get('PGPORT', '5432')}"
+    try:
+        admin = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL answers at {server} ({' '.join(str(exc).split())})")
+    admin.autocommit = True
+    name = f"mlp_test_{uuid.uuid4().hex[:10]}"
+    storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
+    storage["custom"]["config"] = {"postgres_url": f"{server}/{name}"}
+    if plain:
+        storage = {"postgres": storage["custom"]["config"]}
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        with instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
+            yield instance
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
-"""The embedded instance storage (deploy/dagster.local.yaml): Dagster's SQLite files, one engine
-per database file."""
+"""The instance storages: the embedded one (deploy/dagster.local.yaml), Dagster's SQLite files with
+one engine per database file, and the production one (deploy/dagster.yaml) on PostgreSQL; both
+write a ranged run's events in batches."""
 
 import os
 
 import dagster as dg
+import pytest
 
-from ml_platform.automation import instance_storage
-from ml_platform_tests.conftest import local_instance
+from ml_platform.automation import instance_storage, postgres_storage
+from ml_platform_tests.conftest import local_instance, production_instance
 
 days = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-31")
 
@@ -61,6 +63,12 @@ def _stored(instance, key: dg.AssetKey) -> dict:
             (r.partition_key, tuple(sorted(r.asset_materialization.tags.items()))) for r in records
         ),
         "materialized": instance.get_materialized_partitions(key),
+        "check_rows": sorted(
+            (r.partition or "", r.status.value, r.event.dagster_event_type.value if r.event else "")
+            for r in instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(key, "daily_check"), limit=1000
+            )
+        ),
         "latest_partition": instance.get_latest_materialization_event(key).dagster_event.partition,
         "planned": instance.get_latest_planned_materialization_info(key) is not None,
         # The indexed tag rows (data versions), found by the event id the index shard gave out.
@@ -72,22 +80,42 @@ def _stored(instance, key: dg.AssetKey) -> dict:
     }
 
 
-def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_path, monkeypatch):
+@dg.asset_check(asset=daily_with_versions)
+def daily_check() -> dg.AssetCheckResult:
+    """A check in the run: its planned event follows the assets' in the same batch."""
+    return dg.AssetCheckResult(passed=True)
+
+
+# Each storage, and its method that writes a run of same-type events together.
+STORAGES = {
+    "local": (local_instance, instance_storage.BatchingEventLogStorage, "_store_together"),
+    "production": (production_instance, postgres_storage.BatchingPostgresEventLogStorage, "_store_planned"),
+}
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(storage, tmp_path, monkeypatch):
     """With the platform's batch size, a ranged run hands its per-day events to the storage in
-    batches, written one transaction per file; what readers see equals an event-by-event write."""
+    batches (SQLite: any batch in one transaction per file; PostgreSQL: the planned events in one
+    transaction); what readers see equals an event-by-event write."""
+    make_instance, storage_class, together = STORAGES[storage]
     batches, failures = [], []
-    real = instance_storage.BatchingEventLogStorage.store_event_batch
+    real_batch, real_together = storage_class.store_event_batch, getattr(storage_class, together)
 
     def spy(self, events):
         # Dagster stores a batch event by event when store_event_batch raises: a failure must show.
-        batches.append({e.dagster_event.event_type for e in events})
         try:
-            real(self, events)
+            real_batch(self, events)
         except Exception as exc:
             failures.append(exc)
             raise
 
-    monkeypatch.setattr(instance_storage.BatchingEventLogStorage, "store_event_batch", spy)
+    def spy_together(self, events):
+        batches.append({e.dagster_event.event_type for e in events})
+        real_together(self, events)
+
+    monkeypatch.setattr(storage_class, "store_event_batch", spy)
+    monkeypatch.setattr(storage_class, together, spy_together)
     tags = {
         "dagster/asset_partition_range_start": "2013-01-01",
         "dagster/asset_partition_range_end": "2013-01-30",
@@ -97,11 +125,15 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
         home = tmp_path / f"batch-{size}"
         home.mkdir()
-        with local_instance(home) as instance:
-            result = dg.materialize([daily_with_versions], instance=instance, tags=tags)
-            assert result.success
+        # Batched, on the platform's storage; event by event, on Dagster's own storage class.
+        with make_instance(home, plain=size == "0") as instance:
+            assert isinstance(instance.event_log_storage, storage_class) == (size != "0")
+            # Twice: the second run's batches meet the asset's existing rows.
+            for _ in range(2):
+                result = dg.materialize([daily_with_versions, daily_check], instance=instance, tags=tags)
+                assert result.success
             seen[size] = _stored(instance, daily_with_versions.key)
-            # The run's own file, read apart from the index: each event once.
+            # The run's own events (its own file on SQLite), read apart from the index: each once.
             run_events = instance.get_records_for_run(result.run_id, limit=10_000).records
             seen[size]["run_file"] = sorted(
                 (r.event_log_entry.dagster_event_type.value, r.event_log_entry.dagster_event.partition or "")
@@ -109,13 +141,18 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(tmp_
                 if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.asset_key
             )
     assert not failures, failures
-    assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
+    # The planned events are written together though the check's planned event shares their batch.
     assert {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED} in batches
+    if storage == "local":
+        assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
     batched, one_by_one = seen[instance_storage.EVENT_BATCH_SIZE], seen["0"]
     assert batched == one_by_one
-    assert len(batched["partitions"]) == 30 and batched["latest_partition"] == "2013-01-30"
+    # The check's planned rows: one per partition and run, as Dagster writes them.
+    planned_checks = [row for row in batched["check_rows"] if row[1] == "PLANNED"]
+    assert len(planned_checks) == 60 and len({row[0] for row in planned_checks}) == 30
+    assert len(batched["partitions"]) == 60 and batched["latest_partition"] == "2013-01-30"
     assert len(batched["run_file"]) == 60 == len(set(batched["run_file"]))  # planned + materialized
-    assert [tags for _, tags in batched["indexed_tags"]] == [(("dagster/data_version", "v1"),)] * 30
+    assert [tags for _, tags in batched["indexed_tags"]] == [(("dagster/data_version", "v1"),)] * 60
 
 
 def test_the_platform_sets_the_event_batch_size_unless_the_environment_does(monkeypatch):

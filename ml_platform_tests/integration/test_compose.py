@@ -268,8 +268,10 @@ def test_production_instance_passes_dagsters_own_validation(tmp_path, monkeypatc
     for name in _env_refs(yaml.safe_load((DEPLOY / "dagster.yaml").read_text())):
         monkeypatch.setenv(name, "5432" if name.endswith("_PORT") else f"/tmp/{name.lower()}")
     config, _ = dagster_instance_config(str(home))
-    pg = config["storage"]["postgres"]["postgres_db"]
-    assert pg["scheme"] == "postgresql+psycopg2"
+    storage = config["storage"]["custom"]
+    storage_class = class_from_code_pointer(storage["module"], storage["class"])
+    assert process_config(resolve_to_config_type(storage_class.config_type()), storage["config"]).success
+    assert storage["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     for section in ("run_coordinator", "run_launcher", "local_artifact_storage", "compute_logs"):
         cls = class_from_code_pointer(config[section]["module"], config[section]["class"])
         result = process_config(resolve_to_config_type(cls.config_type()), config[section].get("config", {}))
