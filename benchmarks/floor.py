@@ -52,17 +52,12 @@ def load_packaged(start: date, end: date) -> dict[str, pd.DataFrame]:
 
 
 def load_landing(root: Path, start: date, end: date) -> dict[str, pd.DataFrame]:
-    """Day files of a landing directory, each conformed, concatenated per table."""
+    """Day files of a landing directory, concatenated per table and conformed once."""
     frames = {}
     days = [start + timedelta(days=i) for i in range((end - start).days)]
     for name, spec in DAILY_TABLES.items():
-        parts = [
-            conform(
-                _with_day(pd.read_parquet(root / name / f"{d.isoformat()}.parquet"), spec), spec, origin=""
-            )
-            for d in days
-        ]
-        frames[name] = pd.concat(parts, ignore_index=True)
+        parts = [pd.read_parquet(root / name / f"{d.isoformat()}.parquet") for d in days]
+        frames[name] = conform(_with_day(pd.concat(parts, ignore_index=True), spec), spec, origin=name)
     for name, spec in REFERENCE_TABLES.items():
         frames[name] = conform(pd.read_parquet(root / "reference" / f"{name}.parquet"), spec, origin=name)
     return frames

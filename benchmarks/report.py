@@ -72,7 +72,10 @@ def _compared(key: str, fig: dict, figures: dict) -> str:
     if "asset_ratio" in fig:
         notes.append(f"the asset is {fig['asset_ratio']}x this")
     if key == "training_run":
-        notes.append(", ".join(f"{k.split('__')[-1]} {v:.1f}s" for k, v in fig["step_seconds"].items()))
+        notes.append(
+            "median per step: "
+            + ", ".join(f"{k.split('__')[-1]} {v:.1f}s" for k, v in fig["step_seconds"].items())
+        )
     if key == "import_definitions":
         loaded = [m for m in ("mlflow", "sklearn", "matplotlib") if fig.get("modules_loaded", {}).get(m)]
         notes.append(

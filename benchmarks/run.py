@@ -39,8 +39,8 @@ class Plan:
     latency_days: int = 5
     import_runs: int = 5
     webserver_runs: int = 3
-    sizes: tuple[int, ...] = (1, 4)
-    scaling_repeats: int = 1
+    sizes: tuple[int, ...] = (1, 4, 16)
+    scaling_repeats: int = 3
     training_sizes: tuple[int, ...] = (1, 4, 16)
 
 

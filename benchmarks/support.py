@@ -146,14 +146,22 @@ def selections():
     }
 
 
-def materialize(instance, selection, *, start: str | None = None, end: str | None = None, **kwargs):
+def materialize(
+    instance,
+    selection,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    tags: dict | None = None,
+    **kwargs,
+):
     """One in-process run; ``start``/``end`` (inclusive) make it a single-run range backfill."""
     import dagster as dg
 
     from ml_platform.config import load_settings
     from ml_platform.resources import build_resources
 
-    tags = {RANGE_START_TAG: start, RANGE_END_TAG: end} if start else None
+    tags = {**({RANGE_START_TAG: start, RANGE_END_TAG: end} if start else {}), **(tags or {})} or None
     return dg.materialize(
         all_definitions(),
         selection=selection,
