@@ -266,3 +266,63 @@ def test_refuses_a_file_named_for_another_day(tmp_path, jan1_flights):
     path = _deliver(tmp_path, jan1_flights)
     with pytest.raises(SourceError, match="named for another day than 2013-01-02"):
         read_day_file(path, FLIGHTS, JAN2)
+
+
+# --- ranges: the days are conformed together, and a fault still names its file -------------------
+
+RANGE = [date(2013, 1, d) for d in range(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def range_days() -> dict[date, pd.DataFrame]:
+    packaged = PackagedSource()
+    return {d: packaged.read_days("flights", d, _next(d)).frame for d in RANGE}
+
+
+def test_a_range_of_mixed_deliveries_reads_as_its_days_read_one_by_one(tmp_path, range_days):
+    """CSV and Parquet, an empty day and a day deriving its date from year/month/day: conformed
+    together, the range equals its days read alone."""
+    deliveries = {
+        RANGE[0]: (range_days[RANGE[0]], "parquet"),
+        RANGE[1]: (range_days[RANGE[1]].drop(columns=["flight_date"]), "csv"),
+        RANGE[2]: (range_days[RANGE[2]].iloc[0:0], "parquet"),
+        RANGE[3]: (range_days[RANGE[3]].assign(surprise=1), "csv"),
+    }
+    for day, (frame, fmt) in deliveries.items():
+        _deliver(tmp_path, frame, day=day, fmt=fmt)
+    source = LandingSource(root=str(tmp_path))
+    batch = source.read_days("flights", RANGE[0], _next(RANGE[-1]))
+    one_by_one = [source.read_days("flights", d, _next(d)) for d in RANGE]
+    assert_frame_equal(
+        batch.frame, pd.concat([b.frame for b in one_by_one], ignore_index=True), check_exact=True
+    )
+    assert batch.origins == [o for b in one_by_one for o in b.origins]
+    assert batch.warnings == [w for b in one_by_one for w in b.warnings] and len(batch.warnings) == 1
+
+
+@pytest.mark.parametrize("fault", ["value", "missing_required", "other_day"])
+def test_a_fault_in_one_day_of_a_range_names_that_days_file(tmp_path, range_days, fault):
+    bad_day = RANGE[2]
+    for day in RANGE:
+        frame = range_days[day]
+        if day == bad_day:
+            if fault == "value":
+                frame = frame.astype({"distance": object})
+                frame.loc[5, "distance"] = "far"
+            elif fault == "missing_required":
+                frame = frame.copy()
+                frame.loc[5, "carrier"] = None
+            else:
+                frame = range_days[RANGE[0]]
+        _deliver(tmp_path, frame, day=day, fmt="csv" if day == bad_day else "parquet")
+    expected = {
+        "value": ("'distance'", "DOUBLE"),
+        "missing_required": ("null values in required column(s) carrier (1)",),
+        "other_day": ("outside the file's day 2013-01-03",),
+    }[fault]
+    with pytest.raises(SourceError) as err:
+        LandingSource(root=str(tmp_path)).read_days("flights", RANGE[0], _next(RANGE[-1]))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "flights" / "2013-01-03.csv")), message
+    for fragment in expected:
+        assert fragment in message, message
