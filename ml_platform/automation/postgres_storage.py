@@ -38,7 +38,10 @@ class BatchingPostgresEventLogStorage(PlannedCheckRows, PostgresEventLogStorage)
     def _store_planned(self, events: list[EventLogEntry]) -> None:
         with self.index_transaction() as conn:
             inserted = conn.execute(
-                self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+                SqlEventLogStorageTable.insert().returning(
+                    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+                ),
+                [self._event_to_row(event) for event in events],
             )
             index_asset_events(self, conn, events, [row[0] for row in inserted])
 
