@@ -51,6 +51,7 @@ def per_partition(
 
     The reference tables (unpartitioned) are materialized once first and timed apart."""
     days = sample_days(date.fromisoformat(start), date.fromisoformat(end), count)
+    support.warm_up()
     picked = support.selections()
     runs = []
     with support.instance(work / "dagster_home", storage) as inst:

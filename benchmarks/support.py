@@ -126,9 +126,10 @@ def all_definitions():
 
 
 def warm_up() -> None:
-    """Import the code location and build its definitions once, outside any timed region (as a
-    run worker has done before its run starts)."""
-    from ml_platform.resources import build_resources  # noqa: F401
+    """What a run worker has done before its run starts, done once outside any timed region: it is
+    forked from a server that has imported the code location, built its definitions and parsed
+    the dbt project for the warehouse (``automation/run_workers.py``, ``preparsed_dbt.py``)."""
+    import ml_platform.automation.preparsed_dbt  # noqa: F401 - parses the project on import
 
     all_definitions()
 

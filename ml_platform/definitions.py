@@ -4,13 +4,13 @@ from dagster import Definitions
 
 from ml_platform.automation.alerts import alert_on_run_failure
 from ml_platform.automation.conditions import automation_condition_sensor
+from ml_platform.automation.event_batches import write_event_batches
 from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
     apply_policy,
     partition_freshness_checks,
     partition_freshness_sensor,
 )
-from ml_platform.automation.instance_storage import write_event_batches
 from ml_platform.automation.jobs import ingest_days_job, retrain_job
 from ml_platform.automation.pool_waits import sleep_between_pool_claims
 from ml_platform.automation.run_workers import start_runs_from_preloaded_server

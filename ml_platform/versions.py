@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 
+import numpy as np
 import pandas as pd
 
 # Run tag that recomputes even when inputs and code are unchanged (e.g. to prove reproducibility).
@@ -26,11 +27,22 @@ def source_version(*objects) -> str:
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """Order-independent hash of a frame's columns and rows."""
-    digest = hashlib.sha256(json.dumps([str(c) for c in frame.columns]).encode())
-    if len(frame):
-        rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-        rows.sort()
-        digest.update(rows.tobytes())
+    return hash_of_rows(frame.columns, row_hashes(frame))
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row, from that row's values only: any subset of the rows hashes to
+    what the subset alone would (``hash_of_rows``), so a frame is hashed once, not per group."""
+    if not len(frame):
+        return np.empty(0, dtype=np.uint64)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def hash_of_rows(columns, hashes: np.ndarray) -> str:
+    """``frame_hash`` of the rows whose ``row_hashes`` are given."""
+    digest = hashlib.sha256(json.dumps([str(c) for c in columns]).encode())
+    if len(hashes):
+        digest.update(np.sort(hashes).tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
 
 from ml_platform.automation.execution import forkserver_unless_chosen
 from ml_platform.config import DBT_PROJECT_DIR, REPO_ROOT
-from ml_platform.features.assets import dbt_features, dbt_project
+from ml_platform.features.assets import FeatureTranslator, dbt_features, dbt_project, manifest
 from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.quality import DAILY_CHECKS, REFERENCE_CHECKS
 from ml_platform.partitions import daily_partitions
@@ -67,6 +67,22 @@ def test_partitioned_assets_backfill_in_a_single_run():
         assert assets_def.partitions_def is None
 
 
+def test_a_staging_edit_changes_the_version_of_the_features_that_inline_it():
+    feature_id = next(u for u, n in manifest["nodes"].items() if n["name"] == "flight_features")
+    version = dbt_features.code_versions_by_key[FEATURES]
+    assert version == FeatureTranslator(manifest).get_code_version(manifest["nodes"][feature_id])
+
+    edited = json.loads(json.dumps(manifest))
+    staging_id = next(u for u, n in edited["nodes"].items() if n["name"] == "stg_weather")
+    assert edited["nodes"][staging_id]["config"]["materialized"] == "ephemeral"
+    edited["nodes"][staging_id]["checksum"]["checksum"] = "edited"
+    assert FeatureTranslator(edited).get_code_version(edited["nodes"][feature_id]) != version
+
+    own_only = json.loads(json.dumps(manifest))
+    own_only["nodes"][feature_id]["depends_on"]["nodes"] = []
+    assert FeatureTranslator(own_only).get_code_version(own_only["nodes"][feature_id]) != version
+
+
 def test_raw_checks_are_declared_with_their_blocking_flags():
     for assets_defs, declared in ((raw_daily_assets, DAILY_CHECKS), (raw_reference_assets, REFERENCE_CHECKS)):
         for assets_def in assets_defs:
@@ -80,9 +96,8 @@ def test_raw_checks_are_declared_with_their_blocking_flags():
 
 
 def test_dbt_features_depend_on_the_raw_tables_and_expose_their_tests_as_checks():
-    keys = {k.to_user_string() for k in dbt_features.keys}
-    staging = {"staging/stg_flights", "staging/stg_weather", "staging/stg_planes"}
-    assert keys == {*staging, "features/flight_features"}
+    # The staging models are ephemeral: compiled into flight_features, not assets of their own.
+    assert {k.to_user_string() for k in dbt_features.keys} == {"features/flight_features"}
     deps = {k.to_user_string() for k in dbt_features.dependency_keys}
     assert {"raw/flights", "raw/weather", "raw/planes"} <= deps
     assert set(dbt_features.group_names_by_key.values()) == {"features"}

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 import pytest
 
-from ml_platform.automation import instance_storage, postgres_storage
+from ml_platform.automation import event_batches, instance_storage, postgres_storage
 from ml_platform_tests.conftest import local_instance, production_instance
 
 days = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-31")
@@ -121,7 +121,7 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
         "dagster/asset_partition_range_end": "2013-01-30",
     }
     seen = {}
-    for size in (instance_storage.EVENT_BATCH_SIZE, "0"):
+    for size in (event_batches.EVENT_BATCH_SIZE, "0"):
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
         home = tmp_path / f"batch-{size}"
         home.mkdir()
@@ -145,7 +145,7 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
     assert {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED} in batches
     if storage == "local":
         assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
-    batched, one_by_one = seen[instance_storage.EVENT_BATCH_SIZE], seen["0"]
+    batched, one_by_one = seen[event_batches.EVENT_BATCH_SIZE], seen["0"]
     assert batched == one_by_one
     # The check's planned rows: one per partition and run, as Dagster writes them.
     planned_checks = [row for row in batched["check_rows"] if row[1] == "PLANNED"]
@@ -157,8 +157,8 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
 
 def test_the_platform_sets_the_event_batch_size_unless_the_environment_does(monkeypatch):
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
-    instance_storage.write_event_batches()
-    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == instance_storage.EVENT_BATCH_SIZE
+    event_batches.write_event_batches()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == event_batches.EVENT_BATCH_SIZE
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
-    instance_storage.write_event_batches()
+    event_batches.write_event_batches()
     assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"

@@ -17,7 +17,7 @@ from ml_platform.cli import main as cli_main
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
 from ml_platform.resources import build_resources
-from ml_platform.versions import FORCE_TAG, frame_hash, source_version
+from ml_platform.versions import FORCE_TAG, frame_hash, hash_of_rows, row_hashes, source_version
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT, local_instance
 from ml_platform_tests.ml_support import (
     all_definitions,
@@ -88,6 +88,25 @@ def test_source_version_changes_with_the_code(tmp_path, monkeypatch):
     assert source_version(some_logic.f) != before
     assert frame_hash(pd.DataFrame({"a": [1, 2]})) == frame_hash(pd.DataFrame({"a": [2, 1]}))
     assert frame_hash(pd.DataFrame({"a": [1, 2]})) != frame_hash(pd.DataFrame({"a": [1, 3]}))
+
+
+def test_a_days_hash_from_the_whole_frames_row_hashes_equals_the_hash_of_that_day_alone():
+    frame = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2013-01-02", "2013-01-01", "2013-01-02", "2013-01-03", "2013-01-01"]),
+            "carrier": pd.Categorical(["UA", "AA", None, "UA", "B6"]),
+            "flight": pd.array([1, None, 3, 4, 5], dtype="Int64"),
+            "tailnum": ["N1", None, "N3", "N4", "N5"],
+            "delay": [1.5, float("nan"), -2.0, 0.0, 7.25],
+        }
+    )
+    hashes = row_hashes(frame)
+    for day, rows in frame.groupby("day"):
+        positions = frame.index.get_indexer(rows.index)
+        assert hash_of_rows(frame.columns, hashes[positions]) == frame_hash(rows), day
+    assert hash_of_rows(frame.columns, hashes) == frame_hash(frame)
+    assert hash_of_rows(frame.columns, hashes[:0]) == frame_hash(frame.iloc[0:0])
+    assert hash_of_rows(frame.columns, hashes[[0]]) != hash_of_rows(frame.columns, hashes[[2]])
 
 
 def test_every_asset_has_a_code_version(env):

@@ -10,10 +10,10 @@ writers, and the files, schema and migrations are Dagster's own.
 A ranged run reports its events per partition in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set
 in the process that writes them: a year's planned events (written where the run is created: the
 daemon, the webserver or an in-process ``materialize``), then each asset's 365 materializations
-(written by the run). ``ml_platform.definitions`` sets it in every process that imports the code;
-``make dev`` and docker-compose.yml set it for the daemon and the webserver. Dagster's SQLite
-storage writes a batch one event at a time, two transactions each; here a batch is one
-transaction per database file, with the same rows.
+(written by the run). ``ml_platform.definitions`` sets it (``event_batches``) in every process
+that imports the code; ``make dev`` and docker-compose.yml set it for the daemon and the
+webserver. Dagster's SQLite storage writes a batch one event at a time, two transactions each;
+here a batch is one transaction per database file, with the same rows.
 
 Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; the PostgreSQL storage of
 ``deploy/dagster.yaml`` is ``ml_platform.automation.postgres_storage``.
@@ -21,7 +21,6 @@ Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; the PostgreS
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -86,18 +85,6 @@ class CachedEngineEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
-
-
-EVENT_BATCH_SIZE = "1000"
-
-
-def write_event_batches() -> None:
-    """Applied once, when the code location loads, in every process that executes steps: Dagster
-    hands a ranged run's per-partition events to the storage as batches only when
-    ``DAGSTER_EVENT_BATCH_SIZE`` is set (here, unless the environment sets it, to 0 to turn it off).
-    PostgreSQL's storage then writes a batch of materializations in one statement; ours below
-    writes any batch in one transaction per file."""
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
 
 # Batches of these are written together; any other batch goes event by event, as Dagster does.

@@ -1,5 +1,6 @@
-"""dbt models as assets: staging views and the incremental ``flight_features`` table."""
+"""dbt models as assets: the incremental ``flight_features`` table (staging models are inlined)."""
 
+import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +23,7 @@ from ml_platform.versions import FORCE_TAG, combine, module_version
 
 GROUP = "features"
 KEEP_RUN_TARGETS = 20
-PARTITION_COLUMNS = {
-    "flight_features": "flight_date",
-    "stg_flights": "flight_date",
-    "stg_weather": "weather_date",
-}
+PARTITION_COLUMNS = {"flight_features": "flight_date"}
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 if not dbt_project.manifest_path.exists():
@@ -34,11 +31,33 @@ if not dbt_project.manifest_path.exists():
         f"dbt manifest {dbt_project.manifest_path} is missing: run `make manifest` "
         "(or `dbt parse --project-dir dbt_project --profiles-dir dbt_project`)"
     )
+manifest = json.loads(dbt_project.manifest_path.read_text())
 
 
 class FeatureTranslator(DagsterDbtTranslator):
-    """Keys by warehouse schema (``staging/stg_flights``, ``features/flight_features``); sources
-    keep dbt's default ``raw/<table>``, which is where the ingestion assets write."""
+    """Keys by warehouse schema (``features/flight_features``); sources keep dbt's default
+    ``raw/<table>``, which is where the ingestion assets write."""
+
+    def __init__(self, manifest: Mapping[str, Any]):
+        super().__init__()
+        self._nodes = manifest["nodes"]
+
+    def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        """The model's SQL and the SQL of the ephemeral models compiled into it: editing a
+        staging model changes the version of every model that inlines it."""
+        own = super().get_code_version(dbt_resource_props)
+        inlined = sorted(self._inlined(dbt_resource_props))
+        if own is None or not inlined:
+            return own
+        return combine(own, *(f"{u}={self._nodes[u]['checksum']['checksum']}" for u in inlined))
+
+    def _inlined(self, props: Mapping[str, Any]) -> set[str]:
+        found: set[str] = set()
+        for parent in props.get("depends_on", {}).get("nodes", []):
+            node = self._nodes.get(parent)
+            if node and node.get("config", {}).get("materialized") == "ephemeral":
+                found |= {parent, *self._inlined(node)}
+        return found
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -61,9 +80,9 @@ def dbt_window(context: AssetExecutionContext) -> dict[str, str]:
 
 
 @dbt_assets(
-    manifest=dbt_project.manifest_path,
+    manifest=manifest,
     project=dbt_project,
-    dagster_dbt_translator=FeatureTranslator(),
+    dagster_dbt_translator=FeatureTranslator(manifest),
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
@@ -73,24 +92,21 @@ def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
     """Builds the selected models for the run's partition window; dbt tests run as asset checks.
     A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
     partitions = context.partition_keys
-    code = models_code_version(context)
-    unchanged = unchanged_window(context.instance, code, partitions)
-    if unchanged is not None and not context.run.tags.get(FORCE_TAG) and window_is_stored(warehouse, context):
-        context.log.info(f"inputs and code unchanged for {partitions[0]}..{partitions[-1]}: dbt not run")
-        for pk, fingerprint in unchanged.items():
-            context.add_asset_metadata(
-                {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
-            )
-        # Staging views before the feature table: Dagster wants a multi-asset's outputs in order.
-        for key in sorted(context.selected_asset_keys, key=lambda k: (k.path[0] != "staging", k.path)):
-            yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
-        return
-    fingerprints = current_fingerprints(context.instance, code, partitions)
+    fingerprints = current_fingerprints(context.instance, models_code_version(context), partitions)
     if FLIGHT_FEATURES in context.selected_asset_keys:
         for pk, fingerprint in fingerprints.items():
             context.add_asset_metadata(
                 {FINGERPRINT: fingerprint}, asset_key=FLIGHT_FEATURES, partition_key=pk
             )
+    if (
+        not context.run.tags.get(FORCE_TAG)
+        and unchanged_window(context.instance, partitions, fingerprints)
+        and window_is_stored(warehouse, context)
+    ):
+        context.log.info(f"inputs and code unchanged for {partitions[0]}..{partitions[-1]}: dbt not run")
+        for key in sorted(context.selected_asset_keys):
+            yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
+        return
     prune_run_targets(dbt_project.project_dir / "target")
     for event in dbt.build(context, warehouse.path, dbt_window(context)):
         if isinstance(event, Output):

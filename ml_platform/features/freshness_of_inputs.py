@@ -47,14 +47,10 @@ def current_fingerprints(
     return out
 
 
-def unchanged_window(
-    instance: DagsterInstance, code_version: str, partitions: list[str]
-) -> dict[str, str] | None:
-    """The fingerprints if every day of the window is unchanged since its last build, else None."""
-    now = current_fingerprints(instance, code_version, partitions)
+def unchanged_window(instance: DagsterInstance, partitions: list[str], now: dict[str, str]) -> bool:
+    """Whether every day of the window was last built from these fingerprints (``now``, from
+    ``current_fingerprints``)."""
     if len(now) != len(partitions):
-        return None
+        return False
     stored = _latest_metadata_by_partition(instance, FLIGHT_FEATURES, partitions)
-    if all(_text(stored.get(pk), FINGERPRINT) == now[pk] for pk in partitions):
-        return now
-    return None
+    return all(_text(stored.get(pk), FINGERPRINT) == now[pk] for pk in partitions)

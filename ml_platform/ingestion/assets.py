@@ -32,7 +32,7 @@ from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableS
 from ml_platform.ingestion.source import FlightSource, SourceBatch, SourceError
 from ml_platform.partitions import daily_partitions, days_in, window_dates
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
-from ml_platform.versions import frame_hash, source_version
+from ml_platform.versions import frame_hash, hash_of_rows, row_hashes, source_version
 
 GROUP = "ingestion"
 # Upstream can be briefly unavailable (a share remounting, a file being replaced): retry with
@@ -88,7 +88,8 @@ def build_daily_raw_asset(spec: TableSpec):
         outcomes = evaluate_daily_batch(
             frame, spec, start, end, source.row_counts(spec.name, start, end), days_in(start, end)
         )
-        record_partition_lineage(context, frame, spec, days_in(start, end), batch.origins)
+        hashes = row_hashes(frame)
+        record_partition_lineage(context, frame, hashes, spec, days_in(start, end), batch.origins)
         yield Output(
             frame,
             metadata={
@@ -98,7 +99,7 @@ def build_daily_raw_asset(spec: TableSpec):
                 "warnings": MetadataValue.int(len(batch.warnings)),
             },
             # The content decides the version: identical data delivered again is unchanged.
-            data_version=DataVersion(frame_hash(frame)),
+            data_version=DataVersion(hash_of_rows(frame.columns, hashes)),
         )
         yield from _results(key, outcomes)
 
@@ -137,8 +138,9 @@ def build_reference_asset(spec: TableSpec):
     return _reference
 
 
-def record_partition_lineage(context, frame, spec: TableSpec, days, origins: list[str]) -> None:
-    """Per day: the content hash and the files it came from, for skip-if-unchanged and lineage."""
+def record_partition_lineage(context, frame, hashes, spec: TableSpec, days, origins: list[str]) -> None:
+    """Per day: the content hash and the files it came from, for skip-if-unchanged and lineage.
+    ``hashes`` are the frame's ``row_hashes``: each day's hash comes from its rows' hashes."""
     # One grouping pass: comparing the whole column with each day is days x rows.
     rows_by_day = {
         stamp.date(): positions
@@ -146,10 +148,10 @@ def record_partition_lineage(context, frame, spec: TableSpec, days, origins: lis
     }
     for day in days:
         positions = rows_by_day.get(day)
-        rows = frame.iloc[positions] if positions is not None else frame.iloc[0:0]
+        day_hashes = hashes[positions] if positions is not None else hashes[:0]
         files = [o for o in origins if day.isoformat() in o] or sorted(set(origins))
         context.add_asset_metadata(
-            {"content_hash": frame_hash(rows), "source_files": ", ".join(files)},
+            {"content_hash": hash_of_rows(frame.columns, day_hashes), "source_files": ", ".join(files)},
             partition_key=day.isoformat(),
         )
 

@@ -39,7 +39,8 @@ STOP_SECONDS = 60  # how long a terminated step waits for a cancelled build to e
 # One dbt invocation at a time per process: dbt keeps its flags and adapters in globals.
 _INVOKE = threading.Lock()
 _DONE = object()
-# Manifests parsed before this process was forked from a run workers' server (``preparse``).
+# Manifests parsed before this process was forked from a run workers' server (``preparse``),
+# each used by the process's first build for its warehouse.
 _PREPARSED: dict[tuple, Any] = {}
 
 
@@ -72,7 +73,9 @@ class DbtCli(DbtCliResource):
         events = Events(self.event_callbacks())
         with invoking(warehouse_path):
             try:
-                manifest = _PREPARSED.get(self._key(project_dir, warehouse_path)) or parse(
+                # A manifest serves one build: dbt marks the ephemeral models it inlines as
+                # injected, and a second build from it would not inline them.
+                manifest = _PREPARSED.pop(self._key(project_dir, warehouse_path), None) or parse(
                     project_dir, warehouse_path, target, common
                 )
                 args = ["build", *params.selection_args, *indirect, "--vars", json.dumps(dict(variables))]
