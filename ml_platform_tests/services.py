@@ -10,7 +10,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from ml_platform.automation.instance_storage import EVENT_BATCH_SIZE
+from ml_platform.automation.event_batches import EVENT_BATCH_SIZE
 
 BIN = Path(sys.executable).parent
 # As `make dev` starts `dagster dev`: on a stop the code server gives calls in flight 10 s, not
