@@ -179,20 +179,26 @@ def case(
     landing: str | None = None,
     start: str = "2013-01-01",
     end: str = "2013-12-31",
+    repeats: int = 1,
 ) -> dict:
-    """The runner's entry: the floor for [start, end] (inclusive) into a new file under ``work``."""
-    db = work / f"floor-{time.time_ns()}.duckdb"
-    last = date.fromisoformat(end)
-    try:
-        return run_floor(
-            db,
-            date.fromisoformat(start),
-            last + timedelta(days=1),
-            checks=checks,
-            landing=landing and Path(landing),
-        )
-    finally:
-        db.unlink(missing_ok=True)
+    """The runner's entry: the floor for [start, end] (inclusive), ``repeats`` times in this
+    process, each into a new file under ``work``."""
+    runs = []
+    for _ in range(repeats):
+        db = work / f"floor-{time.time_ns()}.duckdb"
+        try:
+            runs.append(
+                run_floor(
+                    db,
+                    date.fromisoformat(start),
+                    date.fromisoformat(end) + timedelta(days=1),
+                    checks=checks,
+                    landing=landing and Path(landing),
+                )
+            )
+        finally:
+            db.unlink(missing_ok=True)
+    return {"runs": runs}
 
 
 def main() -> None:

@@ -26,44 +26,52 @@ CANDIDATE_NAMES = {
 }
 
 
-def _timed(runner: Runner, key: str, label: str, ok: list[ChildRun], **extra) -> None:
-    """A figure of the seconds and CPU seconds each run timed inside."""
+def _timed(runner: Runner, key: str, label: str, run: ChildRun, results: list[dict], **extra) -> None:
+    """A figure of the seconds and CPU seconds each repeat timed inside one case process."""
     runner.figure(
         key,
         label,
-        [r.result["seconds"] for r in ok],
-        ok,
-        cpu=[r.result["cpu_seconds"] for r in ok],
+        [r["seconds"] for r in results],
+        [run],
+        cpu=[r["cpu_seconds"] for r in results],
+        repeats_in_one_process=len(results),
         **extra,
     )
 
 
 def floor(runner: Runner) -> None:
-    ok = runner.repeat("floor", "floor")
-    _timed(runner, "floor", "Floor: pandas + DuckDB, year of raw + features", ok)
-    runner.details["floor_stages"] = [r.result["stages"] for r in ok]
-    ok = runner.repeat("floor_checks", "floor", {"checks": True})
-    _timed(runner, "floor_checks", "Floor with the same checks (raw rules + dbt tests)", ok)
+    run, results = runner.in_process("floor", "floor")
+    runner.clean("floor")
+    if results:
+        _timed(runner, "floor", "Floor: pandas + DuckDB, year of raw + features", run, results)
+        runner.details["floor_stages"] = [r["stages"] for r in results]
+    run, results = runner.in_process("floor_checks", "floor", {"checks": True})
+    runner.clean("floor_checks")
+    if results:
+        _timed(runner, "floor_checks", "Floor with the same checks (raw rules + dbt tests)", run, results)
 
 
 def backfill(runner: Runner) -> None:
     storages = ["sqlite", "postgres"] if runner.postgres else ["sqlite"]
     for storage in storages:
-        ok = runner.repeat(f"single_{storage}", "single_run", {"storage": storage})
-        if not ok:
+        name = f"single_{storage}"
+        run, results = runner.in_process(name, "single_run", {"storage": storage})
+        runner.clean(name)
+        if not results:
             continue
-        events = ok[0].result
+        events = results[0]
         _timed(
             runner,
-            f"single_{storage}",
+            name,
             f"Year backfill, one run, {'SQLite' if storage == 'sqlite' else 'PostgreSQL'}",
-            ok,
+            run,
+            results,
             materializations=events["materializations"],
             events_total=events["events_total"],
             events_by_type=events["by_type"],
-            step_seconds=[r.result["step_seconds"] for r in ok],
+            step_seconds=[r["step_seconds"] for r in results],
         )
-        _compare_with_floor(runner, f"single_{storage}")
+        _compare_with_floor(runner, name)
 
 
 def _compare_with_floor(runner: Runner, key: str) -> None:
@@ -250,28 +258,25 @@ def scaling(runner: Runner) -> None:
         rows[k] = build.result["rows"]["flights"]
         runner.details[f"landing_x{k}_build_seconds"] = round(build.result["seconds"], 1)
         landing = {"ML_PLATFORM_SOURCE": "landing", "ML_PLATFORM_LANDING_ROOT": str(root)}
-        if k in runner.plan.sizes:
-            ok = runner.repeat(f"floor_x{k}", "floor", {"landing": str(root)}, n=runner.plan.scaling_repeats)
-            _timed(runner, f"floor_x{k}", f"Floor from landing files, {k}x flights", ok)
         keep = None
         if k in runner.plan.sizes:
-            runs = []
-            for i in range(runner.plan.scaling_repeats):
-                name = f"backfill_x{k}-{i + 1}"
-                runs.append(runner.child("single_run", name, timeout=3600, **landing))
-                if i:
-                    runner.clean(name)
-            ok = [r for r in runs if r.ok]
-            keep = f"backfill_x{k}-1" if runs[0].ok else None
-            if ok:
+            n = runner.plan.scaling_repeats
+            run, results = runner.in_process(f"floor_x{k}", "floor", {"landing": str(root)}, n=n)
+            runner.clean(f"floor_x{k}")
+            if results:
+                _timed(runner, f"floor_x{k}", f"Floor from landing files, {k}x flights", run, results)
+            run, results = runner.in_process(f"backfill_x{k}", "single_run", n=n, **landing)
+            if results:
+                keep = f"backfill_x{k}"  # its warehouse holds the year: the training reads it
                 _timed(
                     runner,
                     f"backfill_x{k}",
                     f"Year backfill from landing files, one run, SQLite, {k}x flights",
-                    ok,
+                    run,
+                    results,
                     flights_rows=rows[k],
-                    materializations=ok[0].result["materializations"],
-                    step_seconds=[r.result["step_seconds"] for r in ok],
+                    materializations=results[0]["materializations"],
+                    step_seconds=[r["step_seconds"] for r in results],
                 )
         if k in runner.plan.training_sizes:
             if keep is None:  # only the training window's features, not the whole year

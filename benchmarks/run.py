@@ -3,7 +3,8 @@
 ``python -m benchmarks`` (or ``make bench``) runs the whole set; ``--only`` picks groups
 (floor, backfill, partitions, latency, training, load, scaling). Each case runs in a fresh
 process whose wall time and peak memory are taken from outside (``wait4`` and ``/proc``);
-the case reports what it timed inside. Numbers are written to ``benchmarks/results/latest.json``
+the case reports what it timed inside (the floors and year backfills repeat inside one process,
+``Runner.in_process``). Numbers are written to ``benchmarks/results/latest.json``
 and ``latest.md``. Nothing here passes or fails on a timing.
 """
 
@@ -131,6 +132,17 @@ class Runner:
             self.clean(name)
         self.runs[group] = runs
         return [r for r in runs if r.ok]
+
+    def in_process(
+        self, group: str, case: str, params: dict | None = None, n: int | None = None, **env
+    ) -> tuple[ChildRun, list[dict]]:
+        """``n`` repeats of a case in one process (its ``repeats`` parameter): the process start
+        and imports are paid once, and its peak memory is the largest over the repeats. The
+        caller cleans the case's files (``clean``), or keeps them for a later case."""
+        params = {**(params or {}), "repeats": n or self.plan.repeats}
+        run = self.child(case, group, params, timeout=3600, **env)
+        self.runs[group] = [run]
+        return run, (run.result["runs"] if run.ok else [])
 
     def figure(
         self,

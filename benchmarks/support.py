@@ -126,12 +126,25 @@ def all_definitions():
 
 
 def warm_up() -> None:
-    """What a run worker has done before its run starts, done once outside any timed region: it is
+    """What a run worker has done before its run starts, done outside any timed region: it is
     forked from a server that has imported the code location, built its definitions and parsed
-    the dbt project for the warehouse (``automation/run_workers.py``, ``preparsed_dbt.py``)."""
-    import ml_platform.automation.preparsed_dbt  # noqa: F401 - parses the project on import
+    the dbt project for the warehouse (``automation/run_workers.py``, ``preparsed_dbt.py``). A
+    parsed manifest serves one build, so a case warms up again before each run."""
+    from ml_platform.config import load_settings
+    from ml_platform.resources import build_resources
 
     all_definitions()
+    resources = build_resources(load_settings())
+    resources["dbt"].preparse(resources["warehouse"].path)
+
+
+def empty_warehouse() -> None:
+    """Remove this case's warehouse file, for the next repeat in the same process."""
+    from ml_platform.config import load_settings
+
+    path = Path(load_settings().warehouse_path)
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
 
 
 def selections():
