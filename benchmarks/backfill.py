@@ -24,15 +24,17 @@ def single_run(
         support.empty_warehouse()
         support.warm_up()
         with support.instance(work / f"dagster_home-{i + 1}", storage) as inst:
-            started, cpu = time.perf_counter(), support.cpu_seconds()
-            assert support.materialize(inst, picked["references"]).success, "reference run failed"
-            reference_seconds = time.perf_counter() - started
-            result = support.materialize(inst, picked["daily_and_features"], start=start, end=end)
-            seconds, cpu = time.perf_counter() - started, support.cpu_seconds() - cpu
-            assert result.success, "backfill run failed"
+            with support.PeakMemory() as peak:
+                started, cpu = time.perf_counter(), support.cpu_seconds()
+                assert support.materialize(inst, picked["references"]).success, "reference run failed"
+                reference_seconds = time.perf_counter() - started
+                result = support.materialize(inst, picked["daily_and_features"], start=start, end=end)
+                seconds, cpu = time.perf_counter() - started, support.cpu_seconds() - cpu
+                assert result.success, "backfill run failed"
             events = support.run_events(inst, result.run_id)
         runs.append(
             {
+                "peak_rss_mb": peak.mb,
                 "seconds": seconds,
                 "cpu_seconds": cpu,
                 "reference_seconds": reference_seconds,

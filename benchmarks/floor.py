@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from benchmarks.support import PeakMemory
 from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableSpec, conform
 
 MODELS = Path(__file__).resolve().parent.parent / "dbt_project" / "models"
@@ -187,15 +188,15 @@ def case(
     for _ in range(repeats):
         db = work / f"floor-{time.time_ns()}.duckdb"
         try:
-            runs.append(
-                run_floor(
+            with PeakMemory() as peak:
+                result = run_floor(
                     db,
                     date.fromisoformat(start),
                     date.fromisoformat(end) + timedelta(days=1),
                     checks=checks,
                     landing=landing and Path(landing),
                 )
-            )
+            runs.append({**result, "peak_rss_mb": peak.mb})
         finally:
             db.unlink(missing_ok=True)
     return {"runs": runs}

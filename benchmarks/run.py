@@ -3,8 +3,8 @@
 ``python -m benchmarks`` (or ``make bench``) runs the whole set; ``--only`` picks groups
 (floor, backfill, partitions, latency, training, load, scaling). Each case runs in a fresh
 process whose wall time and peak memory are taken from outside (``wait4`` and ``/proc``);
-the case reports what it timed inside (the floors and year backfills repeat inside one process,
-``Runner.in_process``). Numbers are written to ``benchmarks/results/latest.json``
+the case reports what it timed inside (the scaling group's floors and year backfills repeat
+inside one process, ``Runner.in_process``). Numbers are written to ``benchmarks/results/latest.json``
 and ``latest.md``. Nothing here passes or fails on a timing.
 """
 
