@@ -45,6 +45,7 @@ def _timed(runner: Runner, key: str, label: str, runs: list[ChildRun], results: 
             repeat_peak_rss_mb=[round(p) for p in peaks],
             process_peak_rss_mb=round(runs[0].max_rss_mb),
             peak_rss_mb=round(peaks[0]),
+            peak_tree_rss_mb=round(peaks[0]),  # no child processes: the repeat is the tree
         )
 
 
