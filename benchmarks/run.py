@@ -137,8 +137,9 @@ class Runner:
         self, group: str, case: str, params: dict | None = None, n: int | None = None, **env
     ) -> tuple[ChildRun, list[dict]]:
         """``n`` repeats of a case in one process (its ``repeats`` parameter): the process start
-        and imports are paid once, and its peak memory is the largest over the repeats. The
-        caller cleans the case's files (``clean``), or keeps them for a later case."""
+        and imports are paid once. Each repeat reports its own peak memory (``PeakMemory``); the
+        process's peak, the largest over the repeats, is kept beside it. The caller cleans the
+        case's files (``clean``), or keeps them for a later case."""
         params = {**(params or {}), "repeats": n or self.plan.repeats}
         run = self.child(case, group, params, timeout=3600, **env)
         self.runs[group] = [run]
