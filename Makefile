@@ -8,6 +8,8 @@ MANIFEST := dbt_project/target/manifest.json
 DAGSTER_HOME := $(CURDIR)/.dagster_home
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+# Dagster stores a ranged run's per-partition events in batches of this size (0: one by one).
+DAGSTER_EVENT_BATCH_SIZE ?= 1000
 DATA_DIR := $(CURDIR)/data
 
 .PHONY: setup dev test test-long lint manifest clean browser bench
@@ -43,7 +45,7 @@ dev: setup
 		--backend-store-uri sqlite:///$(DATA_DIR)/mlflow/mlflow.db \
 		--artifacts-destination $(DATA_DIR)/mlflow/artifacts --workers 1 & \
 	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
-		DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD=10 DAGSTER_EVENT_BATCH_SIZE=1000 \
+		DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD=10 DAGSTER_EVENT_BATCH_SIZE=$(DAGSTER_EVENT_BATCH_SIZE) \
 		$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
 # Headless Chromium and its driver for the browser test (Debian packages; no browser downloads).

@@ -4,7 +4,6 @@ from dagster import Definitions
 
 from ml_platform.automation.alerts import alert_on_run_failure
 from ml_platform.automation.conditions import automation_condition_sensor
-from ml_platform.automation.event_batches import write_event_batches
 from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
     apply_policy,
@@ -12,8 +11,6 @@ from ml_platform.automation.freshness import (
     partition_freshness_sensor,
 )
 from ml_platform.automation.jobs import ingest_days_job, retrain_job
-from ml_platform.automation.pool_waits import sleep_between_pool_claims
-from ml_platform.automation.run_workers import start_runs_from_preloaded_server
 from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
 from ml_platform.automation.sensors import landing_sensor, replay_sensor, retrain_on_degradation_sensor
 from ml_platform.config import Settings, load_settings
@@ -26,10 +23,6 @@ from ml_platform.serving.assets import predictions
 from ml_platform.training.assets import training_set
 from ml_platform.training.candidates import candidate_assets
 from ml_platform.training.selection import champion_model, champion_passed_gate, model_selection
-
-sleep_between_pool_claims()
-start_runs_from_preloaded_server()
-write_event_batches()
 
 ASSETS = [
     *raw_daily_assets,

@@ -10,9 +10,21 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from ml_platform.automation.event_batches import EVENT_BATCH_SIZE
-
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def makefile_default(name: str) -> str:
+    """A variable's default as the Makefile sets it (``NAME ?= value``): the deployment
+    configuration, not the code, owns settings such as the event batch size."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        key, sep, value = line.partition("?=")
+        if sep and key.strip() == name:
+            return value.strip()
+    raise KeyError(f"Makefile sets no default for {name}")
+
+
+EVENT_BATCH_SIZE = makefile_default("DAGSTER_EVENT_BATCH_SIZE")
 # As `make dev` starts `dagster dev`: on a stop the code server gives calls in flight 10 s, not
 # Dagster's default 60 s; the daemon and webserver store the events of runs they create in batches.
 DEV_ENV = {"DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10", "DAGSTER_EVENT_BATCH_SIZE": EVENT_BATCH_SIZE}

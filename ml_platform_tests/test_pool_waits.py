@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_platform.automation.pool_waits import CLAIM_RECHECK_SECONDS
+from ml_platform.runtime.pool_waits import CLAIM_RECHECK_SECONDS
 from ml_platform.resources.warehouse import WAREHOUSE_POOL
 from ml_platform_tests.conftest import REPO_ROOT
 
@@ -23,7 +23,7 @@ WAITING_RUN = f"""
 import json, sys, time
 import dagster as dg
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from ml_platform.automation.pool_waits import sleep_between_pool_claims
+from ml_platform.runtime.pool_waits import sleep_between_pool_claims
 if sys.argv[1] == "platform":
     sleep_between_pool_claims()
 

@@ -24,7 +24,7 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
-from ml_platform.automation.instance_storage import PlannedCheckRows, index_asset_events, same_type_runs
+from ml_platform.runtime.sqlite_storage import PlannedCheckRows, index_asset_events, same_type_runs
 
 
 class BatchingPostgresEventLogStorage(PlannedCheckRows, PostgresEventLogStorage):

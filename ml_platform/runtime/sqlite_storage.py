@@ -16,7 +16,7 @@ webserver. Dagster's SQLite storage writes a batch one event at a time, two tran
 here a batch is one transaction per database file, with the same rows.
 
 Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; the PostgreSQL storage of
-``deploy/dagster.yaml`` is ``ml_platform.automation.postgres_storage``.
+``deploy/dagster.yaml`` is ``ml_platform.runtime.postgres_storage``.
 """
 
 from __future__ import annotations

@@ -28,5 +28,5 @@ def start_runs_from_preloaded_server() -> None:
     if isinstance(DagsterApiServer.__dict__.get("_mp_ctx"), property):
         return
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*PRELOADED, "ml_platform.automation.preparsed_dbt"])
+    context.set_forkserver_preload([*PRELOADED, "ml_platform.runtime.preparsed_dbt"])
     DagsterApiServer._mp_ctx = property(lambda self: context, lambda self, value: None)
