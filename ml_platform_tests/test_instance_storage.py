@@ -2,13 +2,17 @@
 one engine per database file, and the production one (deploy/dagster.yaml) on PostgreSQL; both
 write a ranged run's events in batches."""
 
-import os
+import logging
 
 import dagster as dg
 import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster_postgres import PostgresEventLogStorage
 
-from ml_platform.automation import event_batches, instance_storage, postgres_storage
+from ml_platform.runtime import guard, postgres_storage
+from ml_platform.runtime import sqlite_storage as instance_storage
 from ml_platform_tests.conftest import local_instance, production_instance
+from ml_platform_tests.services import EVENT_BATCH_SIZE
 
 days = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-31")
 
@@ -121,7 +125,7 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
         "dagster/asset_partition_range_end": "2013-01-30",
     }
     seen = {}
-    for size in (event_batches.EVENT_BATCH_SIZE, "0"):
+    for size in (EVENT_BATCH_SIZE, "0"):
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
         home = tmp_path / f"batch-{size}"
         home.mkdir()
@@ -145,7 +149,7 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
     assert {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED} in batches
     if storage == "local":
         assert {dg.DagsterEventType.ASSET_MATERIALIZATION} in batches
-    batched, one_by_one = seen[event_batches.EVENT_BATCH_SIZE], seen["0"]
+    batched, one_by_one = seen[EVENT_BATCH_SIZE], seen["0"]
     assert batched == one_by_one
     # The check's planned rows: one per partition and run, as Dagster writes them.
     planned_checks = [row for row in batched["check_rows"] if row[1] == "PLANNED"]
@@ -155,10 +159,42 @@ def test_a_ranged_run_is_stored_in_batches_that_read_back_as_event_by_event(stor
     assert [tags for _, tags in batched["indexed_tags"]] == [(("dagster/data_version", "v1"),)] * 60
 
 
-def test_the_platform_sets_the_event_batch_size_unless_the_environment_does(monkeypatch):
-    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
-    event_batches.write_event_batches()
-    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == event_batches.EVENT_BATCH_SIZE
-    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
-    event_batches.write_event_batches()
-    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
+@pytest.fixture
+def fresh_guard(monkeypatch):
+    """Each case judges the versions anew, as a new process would."""
+    guard._versions_verified.cache_clear()
+    yield monkeypatch
+    guard._versions_verified.cache_clear()
+
+
+@pytest.mark.parametrize("storage", ["local", "production"])
+@pytest.mark.parametrize("why", ["switched off", "unverified dagster"])
+def test_off_the_instance_configs_give_dagster_stock_storage(tmp_path, fresh_guard, caplog, storage, why):
+    if why == "switched off":
+        fresh_guard.setenv(guard.SWITCH, "off")
+    else:
+        real = guard.installed
+        fresh_guard.setattr(guard, "installed", lambda d: "1.13.99" if d == "dagster" else real(d))
+    stock = {"local": SqliteEventLogStorage, "production": PostgresEventLogStorage}[storage]
+    make_instance = {"local": local_instance, "production": production_instance}[storage]
+    with caplog.at_level(logging.WARNING, "ml_platform.runtime"), make_instance(tmp_path) as instance:
+        assert type(instance.event_log_storage) is stock
+        assert dg.materialize([daily], instance=instance, partition_key="2013-01-02").success
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ml_platform.runtime"]
+    if why == "unverified dagster":
+        # One warning per accelerator, naming it and the version found.
+        name = {"local": "sqlite_storage", "production": "postgres_storage"}[storage]
+        assert any(name in w and "1.13.99" in w for w in warnings), warnings
+        assert len(warnings) == len(set(warnings))
+    else:
+        assert not warnings
+
+
+def test_a_switch_naming_no_accelerator_is_refused_with_the_names_that_exist(fresh_guard):
+    fresh_guard.setenv(guard.SWITCH, "pool_waits,pool_wait")
+    with pytest.raises(
+        guard.SwitchError, match=r"ML_PLATFORM_ACCELERATORS=.*pool_wait is not an accelerator"
+    ):
+        guard.status()
+    fresh_guard.setenv(guard.SWITCH, "pool_waits")
+    assert {name for name, on in guard.status().items() if on} == {"pool_waits"}

@@ -16,7 +16,11 @@ import time
 
 from dagster._core.execution.plan import instance_concurrency_context as claims
 
+from ml_platform.runtime.guard import LOG, POOL_WAITS
+
 CLAIM_RECHECK_SECONDS = 1.0
+# What this replaces; if a release renames any of it, the correction stays off and says so.
+REPLACED = ("interval_to_next_pending_claim_check", "_pending_claims", "_pending_timeouts")
 
 
 def _interval_to_next_pending_claim_check(self: claims.InstanceConcurrencyContext) -> float:
@@ -26,9 +30,24 @@ def _interval_to_next_pending_claim_check(self: claims.InstanceConcurrencyContex
     return max(0.0, min((ready_at - now for ready_at in self._pending_timeouts.values()), default=0.0))
 
 
-def sleep_between_pool_claims() -> None:
-    """Applied once, when the code location loads, in every process that executes steps."""
+def sleep_between_pool_claims() -> bool:
+    """Applied by the instance (``ml_platform.runtime.apply_accelerators``) in every process that
+    executes steps; True when applied."""
+    if not POOL_WAITS.on():
+        return False
+    source = _source_of(claims.InstanceConcurrencyContext)
+    missing = [name for name in REPLACED if name not in source]
+    if missing or not hasattr(claims, "MAX_CONCURRENCY_CLAIM_BLOCKED_INTERVAL"):
+        LOG.warning("accelerator pool_waits is off: Dagster no longer has %s", ", ".join(missing))
+        return False
     claims.InstanceConcurrencyContext.interval_to_next_pending_claim_check = (
         _interval_to_next_pending_claim_check
     )
     claims.MAX_CONCURRENCY_CLAIM_BLOCKED_INTERVAL = CLAIM_RECHECK_SECONDS
+    return True
+
+
+def _source_of(cls) -> str:
+    import inspect
+
+    return inspect.getsource(cls)

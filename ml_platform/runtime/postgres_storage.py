@@ -24,6 +24,8 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+from ml_platform.runtime import apply_accelerators
+from ml_platform.runtime.guard import POSTGRES_STORAGE
 from ml_platform.runtime.sqlite_storage import PlannedCheckRows, index_asset_events, same_type_runs
 
 
@@ -67,7 +69,12 @@ class PostgresStorage(DagsterPostgresStorage):
         DagsterStorage.__init__(self)
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value) -> PostgresStorage:
+    def from_config_value(cls, inst_data, config_value) -> DagsterPostgresStorage:
+        """Loading the instance applies the process-wide accelerators; with this one off (switch
+        or unverified versions), the instance gets Dagster's stock PostgreSQL storage."""
+        apply_accelerators()
+        if not POSTGRES_STORAGE.on():
+            return DagsterPostgresStorage.from_config_value(inst_data, config_value)
         return cls(
             inst_data=inst_data,
             postgres_url=pg_url_from_config(config_value),

@@ -13,20 +13,29 @@ parses the dbt project (``preparsed_dbt.py``); a code server is restarted when i
 reloaded, and its forkserver with it.
 """
 
+import inspect
 import multiprocessing
 
 from dagster._grpc.server import DagsterApiServer
 
 from ml_platform.automation.execution import PRELOADED
+from ml_platform.runtime.guard import LOG, RUN_WORKERS
 
 
-def start_runs_from_preloaded_server() -> None:
-    """Applied once, when the code location loads; only a code server starts runs this way.
+def start_runs_from_preloaded_server() -> bool:
+    """Applied by the instance (``ml_platform.runtime.apply_accelerators``), which a code server
+    loads before it starts any run; only a code server starts runs this way. True when applied.
 
     ``DagsterApiServer`` keeps its context in ``self._mp_ctx``, set before the location loads; a
     property on the class takes precedence over that instance attribute."""
     if isinstance(DagsterApiServer.__dict__.get("_mp_ctx"), property):
-        return
+        return True
+    if not RUN_WORKERS.on():
+        return False
+    if "self._mp_ctx.Process(" not in inspect.getsource(DagsterApiServer):
+        LOG.warning("accelerator run_workers is off: DagsterApiServer no longer starts runs from _mp_ctx")
+        return False
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([*PRELOADED, "ml_platform.runtime.preparsed_dbt"])
     DagsterApiServer._mp_ctx = property(lambda self: context, lambda self, value: None)
+    return True

@@ -10,9 +10,8 @@ writers, and the files, schema and migrations are Dagster's own.
 A ranged run reports its events per partition in batches when ``DAGSTER_EVENT_BATCH_SIZE`` is set
 in the process that writes them: a year's planned events (written where the run is created: the
 daemon, the webserver or an in-process ``materialize``), then each asset's 365 materializations
-(written by the run). ``ml_platform.definitions`` sets it (``event_batches``) in every process
-that imports the code; ``make dev`` and docker-compose.yml set it for the daemon and the
-webserver. Dagster's SQLite storage writes a batch one event at a time, two transactions each;
+(written by the run). The deployment sets it for every process: the Makefile, docker-compose.yml
+and the Helm values. Dagster's SQLite storage writes a batch one event at a time, two transactions each;
 here a batch is one transaction per database file, with the same rows.
 
 Selected in ``deploy/dagster.local.yaml`` with ``storage: custom``; the PostgreSQL storage of
@@ -45,6 +44,9 @@ from dagster._core.storage.sqlite_storage import (
 from dagster_shared.serdes import serialize_value
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
+
+from ml_platform.runtime import apply_accelerators
+from ml_platform.runtime.guard import SQLITE_STORAGE
 
 _engines: dict[tuple[str, bool], Engine] = {}
 _engines_lock = threading.Lock()
@@ -181,5 +183,10 @@ class LocalSqliteStorage(DagsterSqliteStorage):
         DagsterStorage.__init__(self)
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value) -> LocalSqliteStorage:
+    def from_config_value(cls, inst_data, config_value) -> DagsterSqliteStorage:
+        """Loading the instance applies the process-wide accelerators; with this one off (switch
+        or an unverified Dagster), the instance gets Dagster's stock SQLite storage."""
+        apply_accelerators()
+        if not SQLITE_STORAGE.on():
+            return DagsterSqliteStorage.from_config_value(inst_data, config_value)
         return cls.from_local(inst_data=inst_data, **config_value)
