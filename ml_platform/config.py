@@ -2,6 +2,10 @@
 
 ``ML_PLATFORM_ENV`` picks the profile (``local`` by default); every other variable overrides one
 setting. Nothing here holds a secret: secrets reach resources through ``EnvVar`` only.
+
+``load_settings`` is called where a process enters the platform (the code location's ``defs``,
+the command line); everything else receives the ``Settings`` it was built with, so definitions
+built from other settings in the same process differ accordingly.
 """
 
 from __future__ import annotations
@@ -90,10 +94,7 @@ class Settings:
     automation_on: bool
     retrain_cooldown_hours: float
     mlflow_ui_url: str | None
-
-    @property
-    def dagster_url(self) -> str:
-        return _env("ML_PLATFORM_DAGSTER_URL", "http://127.0.0.1:3000")
+    dagster_url: str
 
 
 def load_settings() -> Settings:
@@ -145,4 +146,5 @@ def load_settings() -> Settings:
         automation_on=_env("ML_PLATFORM_AUTOMATION", "on" if env == "prod" else "off") == "on",
         retrain_cooldown_hours=_float("ML_PLATFORM_RETRAIN_COOLDOWN_HOURS", 24.0),
         mlflow_ui_url=_env("ML_PLATFORM_MLFLOW_UI_URL", public_url(mlflow_uri)),
+        dagster_url=_env("ML_PLATFORM_DAGSTER_URL", "http://127.0.0.1:3000"),
     )

@@ -1,58 +1,73 @@
-"""The one code location: every domain's assets, checks and automation, with global policy."""
+"""The one code location: every domain's assets, checks and automation, with global policy.
 
-from dagster import Definitions
+``build_definitions(settings)`` builds everything that depends on the settings (partitions,
+training windows, which automation starts by itself) from the settings it is given;
+``defs`` below is the only place the code location reads them from the environment.
+"""
 
-from ml_platform.automation.alerts import alert_on_run_failure
-from ml_platform.automation.conditions import automation_condition_sensor
+from collections.abc import Sequence
+
+from dagster import DailyPartitionsDefinition, Definitions
+
+from ml_platform.automation.alerts import build_alert_sensor
+from ml_platform.automation.conditions import build_automation_condition_sensor
 from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
     apply_policy,
+    build_partition_freshness_sensor,
     partition_freshness_checks,
-    partition_freshness_sensor,
 )
-from ml_platform.automation.jobs import ingest_days_job, retrain_job
-from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
-from ml_platform.automation.sensors import landing_sensor, replay_sensor, retrain_on_degradation_sensor
+from ml_platform.automation.jobs import build_ingest_days_job, retrain_job
+from ml_platform.automation.schedules import build_schedules
+from ml_platform.automation.sensors import build_sensors
 from ml_platform.config import Settings, load_settings
-from ml_platform.features.assets import dbt_features
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
-from ml_platform.monitoring.assets import feature_drift, prediction_quality
-from ml_platform.monitoring.backtest import backtest
+from ml_platform.features.assets import build_dbt_features
+from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
+from ml_platform.keys import CANDIDATES, Candidate
+from ml_platform.monitoring.assets import build_monitoring_assets
+from ml_platform.monitoring.backtest import build_backtest
+from ml_platform.partitions import daily_partitions_for
 from ml_platform.resources import build_resources
-from ml_platform.serving.assets import predictions
-from ml_platform.training.assets import training_set
-from ml_platform.training.candidates import candidate_assets
-from ml_platform.training.selection import champion_model, champion_passed_gate, model_selection
-
-ASSETS = [
-    *raw_daily_assets,
-    *raw_reference_assets,
-    dbt_features,
-    training_set,
-    *candidate_assets,
-    model_selection,
-    champion_model,
-    predictions,
-    prediction_quality,
-    feature_drift,
-    backtest,
-]
+from ml_platform.serving.assets import build_predictions
+from ml_platform.training.assets import build_training_set
+from ml_platform.training.candidates import build_candidate_assets
+from ml_platform.training.selection import build_model_selection, champion_model, champion_passed_gate
 
 
-def build_definitions(settings: Settings | None = None) -> Definitions:
+def build_assets(
+    settings: Settings, partitions: DailyPartitionsDefinition, candidates: Sequence[Candidate]
+) -> list:
+    """Every asset of the platform, built for ``settings``, with ``candidates`` competing."""
+    return [
+        *build_raw_daily_assets(partitions),
+        *raw_reference_assets,
+        build_dbt_features(partitions),
+        build_training_set(settings),
+        *build_candidate_assets(candidates),
+        build_model_selection(candidates),
+        champion_model,
+        build_predictions(partitions),
+        *build_monitoring_assets(partitions),
+        build_backtest(settings),
+    ]
+
+
+def build_definitions(
+    settings: Settings | None = None, candidates: Sequence[Candidate] = CANDIDATES
+) -> Definitions:
     settings = settings or load_settings()
+    partitions = daily_partitions_for(settings)
+    ingest_days_job = build_ingest_days_job(partitions)
     defs = Definitions(
-        assets=ASSETS,
+        assets=build_assets(settings, partitions, candidates),
         asset_checks=[champion_passed_gate, *partition_freshness_checks],
         jobs=[ingest_days_job, retrain_job],
-        schedules=[daily_ingestion_schedule, weekly_retraining_schedule],
+        schedules=build_schedules(settings, ingest_days_job),
         sensors=[
-            landing_sensor,
-            replay_sensor,
-            retrain_on_degradation_sensor,
-            alert_on_run_failure,
-            partition_freshness_sensor,
-            automation_condition_sensor,
+            *build_sensors(settings),
+            build_alert_sensor(settings),
+            build_partition_freshness_sensor(settings),
+            build_automation_condition_sensor(settings),
         ],
         resources=build_resources(settings),
         executor=executor,

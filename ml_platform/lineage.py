@@ -9,9 +9,10 @@ from datetime import date, timedelta
 import duckdb
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
+from ml_platform.keys import RAW_DAILY
 from ml_platform.resources.mlflow import MlflowTracking
 
-RAW_TABLES = {"flights": AssetKey(["raw", "flights"]), "weather": AssetKey(["raw", "weather"])}
+RAW_TABLES = {key.path[-1]: key for key in RAW_DAILY}
 
 
 class LineageError(LookupError):

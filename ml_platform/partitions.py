@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta
 
 from dagster import DailyPartitionsDefinition
 
-from ml_platform.config import load_settings
+from ml_platform.config import Settings
 
 
 def build_daily_partitions(start: date, end: date | None) -> DailyPartitionsDefinition:
@@ -19,8 +19,9 @@ def build_daily_partitions(start: date, end: date | None) -> DailyPartitionsDefi
     )
 
 
-_settings = load_settings()
-daily_partitions = build_daily_partitions(_settings.partition_start, _settings.partition_end)
+def daily_partitions_for(settings: Settings) -> DailyPartitionsDefinition:
+    """The partitions of a code location built with ``settings``."""
+    return build_daily_partitions(settings.partition_start, settings.partition_end)
 
 
 def day_of(partition_key: str) -> date:
@@ -43,9 +44,9 @@ def window_dates(start: datetime, end: datetime) -> tuple[date, date]:
     return start.date(), end.date()
 
 
-def latest_complete_day(now: datetime) -> date | None:
-    """The newest partition whose day has ended by ``now``, within the configured range."""
+def latest_complete_day(now: datetime, start: date, end: date | None) -> date | None:
+    """The newest partition of [start, end) whose day has ended by ``now``."""
     last = now.date() - timedelta(days=1)
-    if _settings.partition_end is not None:
-        last = min(last, _settings.partition_end - timedelta(days=1))
-    return last if last >= _settings.partition_start else None
+    if end is not None:
+        last = min(last, end - timedelta(days=1))
+    return last if last >= start else None

@@ -4,16 +4,30 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.definitions import build_definitions
+from ml_platform.keys import (
+    CANDIDATES,
+    FEATURE_DRIFT,
+    FOREST,
+    HGB,
+    LOGREG,
+    PREDICTION_QUALITY,
+    PREDICTIONS,
+    TRAINING_SET,
+    op_name,
+    training,
+)
 from ml_platform.resources import build_resources
 
 RAW_AND_FEATURES = dg.AssetSelection.groups("ingestion", "features")
 TRAINING = dg.AssetSelection.groups("training")
-SERVING = dg.AssetSelection.assets(["serving", "predictions"])
-MONITORING = dg.AssetSelection.assets(["monitoring", "prediction_quality"], ["monitoring", "feature_drift"])
+SERVING = dg.AssetSelection.assets(PREDICTIONS)
+MONITORING = dg.AssetSelection.assets(PREDICTION_QUALITY, FEATURE_DRIFT)
 
 
-def all_definitions():
-    defs = build_definitions()
+def all_definitions(settings=None, candidates=CANDIDATES):
+    """Every asset and check of the code location built for ``settings`` (None: from the
+    environment), to materialize in process."""
+    defs = build_definitions(settings, candidates)
     return [*defs.assets, *defs.asset_checks]
 
 
@@ -29,13 +43,15 @@ def materialize_features(settings, instance, start: str, end: str):
 
 
 def training_config(cutoff: str, window_days: int = 14, holdout_days: int = 4, **candidates) -> dict:
+    """Run config of a training run; ``candidates`` maps a candidate's asset name to its
+    hyperparameters."""
     ops = {
-        "training__training_set": {
+        op_name(TRAINING_SET): {
             "config": {"cutoff": cutoff, "window_days": window_days, "holdout_days": holdout_days}
         }
     }
     for name, params in candidates.items():
-        ops[f"training__{name}"] = {"config": params}
+        ops[op_name(training(name))] = {"config": params}
     return {"ops": ops}
 
 
@@ -65,7 +81,7 @@ def predict(
 
 # Deliberately weak hyperparameters: a model the gate must refuse against a good champion.
 WEAK_CANDIDATES = {
-    "candidate_logreg": {"C": 1e-6, "max_iter": 50, "min_frequency": 100000},
-    "candidate_hgb": {"learning_rate": 0.001, "max_iter": 10, "max_leaf_nodes": 2, "l2_regularization": 0.0},
-    "candidate_forest": {"n_estimators": 10, "max_depth": 1, "min_samples_leaf": 5000},
+    LOGREG.asset_name: {"C": 1e-6, "max_iter": 50, "min_frequency": 100000},
+    HGB.asset_name: {"learning_rate": 0.001, "max_iter": 10, "max_leaf_nodes": 2, "l2_regularization": 0.0},
+    FOREST.asset_name: {"n_estimators": 10, "max_depth": 1, "min_samples_leaf": 5000},
 }

@@ -6,17 +6,42 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
+import pytest
+from dagster import BackfillPolicy, DailyPartitionsDefinition
 
+from ml_platform import keys
 from ml_platform.automation.execution import forkserver_unless_chosen
 from ml_platform.config import DBT_PROJECT_DIR, REPO_ROOT
-from ml_platform.features.assets import FeatureTranslator, dbt_features, dbt_project, manifest
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.definitions import build_definitions
+from ml_platform.features.assets import (
+    MODEL_CODE_VERSIONS,
+    FeatureTranslator,
+    build_dbt_features,
+    dbt_project,
+    manifest,
+)
+from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.quality import DAILY_CHECKS, REFERENCE_CHECKS
-from ml_platform.partitions import daily_partitions
+from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES
+from ml_platform.partitions import daily_partitions_for
 from ml_platform.resources.warehouse import WAREHOUSE_POOL
 
-FEATURES = AssetKey(["features", "flight_features"])
+FEATURES = keys.FLIGHT_FEATURES
+
+
+@pytest.fixture
+def daily_partitions(settings):
+    return daily_partitions_for(settings)
+
+
+@pytest.fixture
+def raw_daily_assets(daily_partitions):
+    return build_raw_daily_assets(daily_partitions)
+
+
+@pytest.fixture
+def dbt_features(daily_partitions):
+    return build_dbt_features(daily_partitions)
 
 
 def test_dagster_definitions_validate(tmp_path):
@@ -47,19 +72,19 @@ def test_dagster_definitions_validate(tmp_path):
     assert "All code locations passed validation" in output
 
 
-def test_the_partitioning_is_the_2013_day_range():
+def test_the_partitioning_is_the_2013_day_range(daily_partitions):
     assert isinstance(daily_partitions, DailyPartitionsDefinition)
     keys = daily_partitions.get_partition_keys()
     assert (keys[0], keys[-1], len(keys)) == ("2013-01-01", "2013-12-31", 365)
     assert daily_partitions.timezone == "UTC"
 
 
-def test_every_warehouse_writer_shares_one_pool():
+def test_every_warehouse_writer_shares_one_pool(raw_daily_assets, dbt_features):
     for assets_def in [*raw_daily_assets, *raw_reference_assets, dbt_features]:
         assert assets_def.node_def.pool == WAREHOUSE_POOL, assets_def.keys
 
 
-def test_partitioned_assets_backfill_in_a_single_run():
+def test_partitioned_assets_backfill_in_a_single_run(raw_daily_assets, dbt_features, daily_partitions):
     for assets_def in [*raw_daily_assets, dbt_features]:
         assert assets_def.partitions_def == daily_partitions, assets_def.keys
         assert assets_def.backfill_policy == BackfillPolicy.single_run(), assets_def.keys
@@ -67,7 +92,7 @@ def test_partitioned_assets_backfill_in_a_single_run():
         assert assets_def.partitions_def is None
 
 
-def test_a_staging_edit_changes_the_version_of_the_features_that_inline_it():
+def test_a_staging_edit_changes_the_version_of_the_features_that_inline_it(dbt_features):
     feature_id = next(u for u, n in manifest["nodes"].items() if n["name"] == "flight_features")
     version = dbt_features.code_versions_by_key[FEATURES]
     assert version == FeatureTranslator(manifest).get_code_version(manifest["nodes"][feature_id])
@@ -83,11 +108,11 @@ def test_a_staging_edit_changes_the_version_of_the_features_that_inline_it():
     assert FeatureTranslator(own_only).get_code_version(own_only["nodes"][feature_id]) != version
 
 
-def test_raw_checks_are_declared_with_their_blocking_flags():
+def test_raw_checks_are_declared_with_their_blocking_flags(raw_daily_assets):
     for assets_defs, declared in ((raw_daily_assets, DAILY_CHECKS), (raw_reference_assets, REFERENCE_CHECKS)):
         for assets_def in assets_defs:
             (key,) = assets_def.keys
-            assert key.path[0] == "raw"
+            assert key in keys.RAW.values()
             specs = sorted((s.name, s.blocking) for s in assets_def.check_specs)
             assert specs == sorted(declared), key
             assert all(s.asset_key == key for s in assets_def.check_specs)
@@ -95,11 +120,12 @@ def test_raw_checks_are_declared_with_their_blocking_flags():
             assert assets_def.metadata_by_key[key].get("partition_expr") == expected
 
 
-def test_dbt_features_depend_on_the_raw_tables_and_expose_their_tests_as_checks():
+def test_dbt_features_depend_on_the_raw_tables_and_expose_their_tests_as_checks(
+    raw_daily_assets, dbt_features
+):
     # The staging models are ephemeral: compiled into flight_features, not assets of their own.
-    assert {k.to_user_string() for k in dbt_features.keys} == {"features/flight_features"}
-    deps = {k.to_user_string() for k in dbt_features.dependency_keys}
-    assert {"raw/flights", "raw/weather", "raw/planes"} <= deps
+    assert set(dbt_features.keys) == {FEATURES}
+    assert {keys.RAW_FLIGHTS, keys.RAW_WEATHER, keys.RAW_PLANES} <= set(dbt_features.dependency_keys)
     assert set(dbt_features.group_names_by_key.values()) == {"features"}
     for assets_def in [*raw_daily_assets, *raw_reference_assets]:
         assert set(assets_def.group_names_by_key.values()) == {"ingestion"}
@@ -139,3 +165,17 @@ def test_steps_fork_from_a_preloaded_server_unless_the_run_chooses_otherwise():
     assert forkserver_unless_chosen({"in_process": {}}) == {"in_process": {}}
     spawn = {"multiprocess": {"start_method": {"spawn": {}}}}
     assert forkserver_unless_chosen(spawn) == spawn
+
+
+def test_the_model_code_versions_known_at_import_are_those_of_the_built_dbt_assets(dbt_features):
+    # Assets computed from the features carry these versions before any dbt asset is built.
+    assert MODEL_CODE_VERSIONS == dbt_features.code_versions_by_key
+
+
+def test_every_asset_key_of_the_location_is_declared_once_in_keys(settings):
+    defs = build_definitions(settings)
+    built = set(defs.resolve_asset_graph().get_all_asset_keys())
+    declared = {value for value in vars(keys).values() if isinstance(value, type(FEATURES))}
+    declared |= set(keys.RAW.values()) | {c.key for c in keys.CANDIDATES}
+    assert built == declared
+    assert set(keys.RAW) == set(DAILY_TABLES) | set(REFERENCE_TABLES)

@@ -7,10 +7,13 @@ from dagster import (
     ConfigurableResource,
     DefaultSensorStatus,
     RunFailureSensorContext,
+    SensorDefinition,
     get_dagster_logger,
     run_failure_sensor,
 )
 from pydantic import Field
+
+from ml_platform.config import Settings
 
 
 class Notifier(ConfigurableResource):
@@ -68,14 +71,18 @@ def failure_lines(context: RunFailureSensorContext, dagster_url: str) -> list[st
     return lines
 
 
-@run_failure_sensor(
-    name="alert_on_run_failure",
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Sends the failed run, its failed steps and their errors to the notifier.",
-)
-def alert_on_run_failure(context: RunFailureSensorContext, notifier: Notifier):
-    from ml_platform.config import load_settings
+def build_alert_sensor(settings: Settings) -> SensorDefinition:
+    """Always running: a failed run is news whatever else is switched on. Links point at the
+    Dagster UI of ``settings``."""
 
-    notifier.notify(
-        f"Run failed: {context.dagster_run.job_name}", failure_lines(context, load_settings().dagster_url)
+    @run_failure_sensor(
+        name="alert_on_run_failure",
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Sends the failed run, its failed steps and their errors to the notifier.",
     )
+    def alert_on_run_failure(context: RunFailureSensorContext, notifier: Notifier):
+        notifier.notify(
+            f"Run failed: {context.dagster_run.job_name}", failure_lines(context, settings.dagster_url)
+        )
+
+    return alert_on_run_failure

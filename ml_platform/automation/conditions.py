@@ -5,11 +5,12 @@ late-arriving days is the wrong one; these conditions look at every partition wh
 changed, and never re-request while inputs are missing or running.
 """
 
-from dagster import AssetKey, AssetSelection, AutomationCondition, AutomationConditionSensorDefinition
+from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition
 
 from ml_platform.automation.defaults import sensor_status
+from ml_platform.config import Settings
+from ml_platform.keys import CHAMPION_MODEL, FEATURE_DRIFT, PREDICTION_QUALITY, PREDICTIONS
 
-CHAMPION_MODEL = AssetKey(["training", "champion_model"])
 _CHAMPION = AssetSelection.assets(CHAMPION_MODEL)
 
 _READY = (
@@ -61,15 +62,17 @@ FOLLOW_UPSTREAM_DAY = (
 ).with_label("follow_upstream_day")
 
 CONDITIONS_BY_KEY = {
-    AssetKey(["serving", "predictions"]): PREDICT_ON_NEW_FEATURES_OR_CHAMPION,
-    AssetKey(["monitoring", "prediction_quality"]): FOLLOW_UPSTREAM_DAY,
-    AssetKey(["monitoring", "feature_drift"]): FOLLOW_UPSTREAM_DAY,
+    PREDICTIONS: PREDICT_ON_NEW_FEATURES_OR_CHAMPION,
+    PREDICTION_QUALITY: FOLLOW_UPSTREAM_DAY,
+    FEATURE_DRIFT: FOLLOW_UPSTREAM_DAY,
 }
 
-automation_condition_sensor = AutomationConditionSensorDefinition(
-    "automation_condition_sensor",
-    target=AssetSelection.assets(*CONDITIONS_BY_KEY),
-    default_status=sensor_status(),
-    minimum_interval_seconds=15,
-    description="Evaluates the named automation conditions of predictions and monitoring.",
-)
+
+def build_automation_condition_sensor(settings: Settings) -> AutomationConditionSensorDefinition:
+    return AutomationConditionSensorDefinition(
+        "automation_condition_sensor",
+        target=AssetSelection.assets(*CONDITIONS_BY_KEY),
+        default_status=sensor_status(settings),
+        minimum_interval_seconds=15,
+        description="Evaluates the named automation conditions of predictions and monitoring.",
+    )

@@ -3,12 +3,12 @@
 
 from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
-from ml_platform.config import load_settings
+from ml_platform.config import Settings
 
 
-def sensor_status() -> DefaultSensorStatus:
-    return DefaultSensorStatus.RUNNING if load_settings().automation_on else DefaultSensorStatus.STOPPED
+def sensor_status(settings: Settings) -> DefaultSensorStatus:
+    return DefaultSensorStatus.RUNNING if settings.automation_on else DefaultSensorStatus.STOPPED
 
 
-def schedule_status() -> DefaultScheduleStatus:
-    return DefaultScheduleStatus.RUNNING if load_settings().automation_on else DefaultScheduleStatus.STOPPED
+def schedule_status(settings: Settings) -> DefaultScheduleStatus:
+    return DefaultScheduleStatus.RUNNING if settings.automation_on else DefaultScheduleStatus.STOPPED

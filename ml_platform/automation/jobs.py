@@ -2,14 +2,11 @@
 
 from datetime import date, timedelta
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, define_asset_job
+from dagster import AssetSelection, DagsterInstance, PartitionsDefinition, define_asset_job
 
-from ml_platform.partitions import daily_partitions
+from ml_platform.keys import FLIGHT_FEATURES, PREDICTIONS, RAW_DAILY, TRAINING_SET, op_name
 
-RAW_DAILY = [AssetKey(["raw", "flights"]), AssetKey(["raw", "weather"])]
-FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
-PREDICTIONS = AssetKey(["serving", "predictions"])
-TRAINING_SET_OP = "training__training_set"
+TRAINING_SET_OP = op_name(TRAINING_SET)
 
 # Raw days and the dbt models built from them (staging views and flight_features).
 INGESTION_PATH = AssetSelection.assets(*RAW_DAILY) | AssetSelection.groups("features")
@@ -22,14 +19,18 @@ RETRAINING = AssetSelection.groups("training")
 # Training keeps the default executor: its candidates fit in parallel.
 IN_ONE_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
-ingest_days_job = define_asset_job(
-    "ingest_days",
-    selection=INGESTION_PATH,
-    partitions_def=daily_partitions,
-    config=IN_ONE_PROCESS,
-    description="Raw flights and weather for a day, and the features built from them.",
-    tags={"ml_platform/flow": "ingestion"},
-)
+
+def build_ingest_days_job(partitions: PartitionsDefinition):
+    """Ingestion of a day or a range of days, on the code location's partitions."""
+    return define_asset_job(
+        "ingest_days",
+        selection=INGESTION_PATH,
+        partitions_def=partitions,
+        config=IN_ONE_PROCESS,
+        description="Raw flights and weather for a day, and the features built from them.",
+        tags={"ml_platform/flow": "ingestion"},
+    )
+
 
 retrain_job = define_asset_job(
     "retrain",

@@ -7,9 +7,9 @@ from datetime import date, timedelta
 
 from dagster import (
     AssetCheckKey,
-    AssetKey,
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -33,14 +33,15 @@ from ml_platform.automation.landing_scan import (
     range_run_key,
     scan,
 )
-from ml_platform.config import load_settings
+from ml_platform.config import Settings
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import LandingSource, PackagedSource
+from ml_platform.keys import FEATURE_DRIFT, PREDICTION_QUALITY
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 
 MONITORING_CHECKS = [
-    AssetCheckKey(AssetKey(["monitoring", "prediction_quality"]), "auc_above_floor"),
-    AssetCheckKey(AssetKey(["monitoring", "feature_drift"]), "psi_below_threshold"),
+    AssetCheckKey(PREDICTION_QUALITY, "auc_above_floor"),
+    AssetCheckKey(FEATURE_DRIFT, "psi_below_threshold"),
 ]
 
 
@@ -52,14 +53,27 @@ def _champion_exists(mlflow: MlflowTracking, context) -> bool:
         return False
 
 
-@sensor(
-    target=LANDING_PATH,
-    minimum_interval_seconds=15,
-    default_status=sensor_status(),
-    description="New or changed day files in the landing zone become single-run range requests.",
-)
-def landing_sensor(context: SensorEvaluationContext, landing: LandingSource, mlflow: MlflowTracking):
-    settings = load_settings()
+def build_sensors(settings: Settings) -> list[SensorDefinition]:
+    """The landing, replay and retraining sensors of a code location built with ``settings``."""
+    return [build_landing_sensor(settings), build_replay_sensor(settings), build_retrain_sensor(settings)]
+
+
+def build_landing_sensor(settings: Settings) -> SensorDefinition:
+    @sensor(
+        target=LANDING_PATH,
+        minimum_interval_seconds=15,
+        default_status=sensor_status(settings),
+        description="New or changed day files in the landing zone become single-run range requests.",
+    )
+    def landing_sensor(context: SensorEvaluationContext, landing: LandingSource, mlflow: MlflowTracking):
+        return request_landed_days(context, settings, landing, mlflow)
+
+    return landing_sensor
+
+
+def request_landed_days(
+    context: SensorEvaluationContext, settings: Settings, landing: LandingSource, mlflow: MlflowTracking
+):
     previous = load_cursor(context.cursor)
     result = scan(landing, previous, settings.partition_start, settings.partition_end)
     for problem in result.problems:
@@ -90,13 +104,19 @@ def _asset_graph(context):
     return context.repository_def.asset_graph
 
 
-@sensor(
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Replays 2013: lands the next packaged day(s) into the landing zone on every tick.",
-)
-def replay_sensor(context: SensorEvaluationContext, landing: LandingSource):
-    settings = load_settings()
+def build_replay_sensor(settings: Settings) -> SensorDefinition:
+    @sensor(
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.STOPPED,
+        description="Replays 2013: lands the next packaged day(s) into the landing zone on every tick.",
+    )
+    def replay_sensor(context: SensorEvaluationContext, landing: LandingSource):
+        return replay_next_days(context, settings, landing)
+
+    return replay_sensor
+
+
+def replay_next_days(context: SensorEvaluationContext, settings: Settings, landing: LandingSource):
     days_per_tick = max(settings.replay_days_per_tick, 1)
     packaged_days = PackagedSource().available_days("flights")
     end = min(packaged_days[-1] + timedelta(days=1), settings.partition_end or date.max)
@@ -109,14 +129,22 @@ def replay_sensor(context: SensorEvaluationContext, landing: LandingSource):
     return SkipReason(f"landed {days} day(s) from {next_day}; the landing sensor takes it from here")
 
 
-@sensor(
-    job=retrain_job,
-    minimum_interval_seconds=60,
-    default_status=sensor_status(),
-    description="Requests retraining when the prediction-quality or drift check fails, once per cool-down.",
-)
-def retrain_on_degradation_sensor(context: SensorEvaluationContext):
-    settings = load_settings()
+def build_retrain_sensor(settings: Settings) -> SensorDefinition:
+    @sensor(
+        job=retrain_job,
+        minimum_interval_seconds=60,
+        default_status=sensor_status(settings),
+        description=(
+            "Requests retraining when the prediction-quality or drift check fails, once per cool-down."
+        ),
+    )
+    def retrain_on_degradation_sensor(context: SensorEvaluationContext):
+        return request_retraining(context, settings)
+
+    return retrain_on_degradation_sensor
+
+
+def request_retraining(context: SensorEvaluationContext, settings: Settings):
     cooldown = settings.retrain_cooldown_hours * 3600
     state = json.loads(context.cursor) if context.cursor else {"seen": 0, "last_request": 0.0}
     latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(MONITORING_CHECKS)

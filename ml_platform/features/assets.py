@@ -6,17 +6,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, Output
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    MaterializeResult,
+    Output,
+    PartitionsDefinition,
+)
 from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from ml_platform.config import DBT_PROJECT_DIR
-from ml_platform.features.freshness_of_inputs import (
-    FINGERPRINT,
-    FLIGHT_FEATURES,
-    current_fingerprints,
-    unchanged_window,
-)
-from ml_platform.partitions import daily_partitions, window_dates
+from ml_platform.features.freshness_of_inputs import FINGERPRINT, current_fingerprints, unchanged_window
+from ml_platform.keys import FLIGHT_FEATURES
+from ml_platform.partitions import window_dates
 from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
@@ -79,18 +83,38 @@ def dbt_window(context: AssetExecutionContext) -> dict[str, str]:
     return {"min_date": start.isoformat(), "max_date": end.isoformat()}
 
 
-@dbt_assets(
-    manifest=manifest,
-    project=dbt_project,
-    dagster_dbt_translator=FeatureTranslator(manifest),
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=WAREHOUSE_POOL,
-    name="dbt_features",
-)
-def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
-    """Builds the selected models for the run's partition window; dbt tests run as asset checks.
-    A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
+def build_dbt_features(partitions: PartitionsDefinition) -> AssetsDefinition:
+    """The dbt models as one multi-asset on the code location's partitions."""
+
+    @dbt_assets(
+        manifest=manifest,
+        project=dbt_project,
+        dagster_dbt_translator=FeatureTranslator(manifest),
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        name="dbt_features",
+    )
+    def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
+        """Builds the selected models for the run's partition window; dbt tests run as asset
+        checks. A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
+        yield from build_window(context, dbt, warehouse)
+
+    return dbt_features
+
+
+def __getattr__(name: str):
+    """``dbt_features`` on the partitions of the environment's settings, for code that runs the
+    dbt models without building the definitions; the code location builds its own."""
+    if name == "dbt_features":
+        from ml_platform.config import load_settings
+        from ml_platform.partitions import daily_partitions_for
+
+        return build_dbt_features(daily_partitions_for(load_settings()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
     partitions = context.partition_keys
     fingerprints = current_fingerprints(context.instance, models_code_version(context), partitions)
     if FLIGHT_FEATURES in context.selected_asset_keys:
@@ -119,7 +143,7 @@ def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bo
     flight of the window has its feature row."""
     start, end = window_dates(*context.partition_time_window)
     with warehouse.connection() as conn:
-        if not table_exists(conn, "features", "flight_features"):
+        if not table_exists(conn, *FLIGHT_FEATURES.path):
             return False
     counts = warehouse.query(
         "select (select count(*) from raw.flights where flight_date >= ? and flight_date < ?)"
@@ -130,10 +154,23 @@ def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bo
     return bool(counts.complete.iloc[0])
 
 
+def model_code_versions(manifest: Mapping[str, Any]) -> dict[AssetKey, str | None]:
+    """The code version of each dbt model that is an asset (ephemeral ones are compiled into
+    others), as ``dbt_assets`` gives them: known at import, before any partitions are chosen."""
+    translator = FeatureTranslator(manifest)
+    return {
+        translator.get_asset_key(node): translator.get_code_version(node)
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node["config"].get("materialized") != "ephemeral"
+    }
+
+
+MODEL_CODE_VERSIONS = model_code_versions(manifest)
+
+
 def sql_version(keys) -> str:
     """The code versions (SQL checksums) of these dbt models, combined."""
-    versions = dbt_features.code_versions_by_key
-    return combine(*(f"{k.to_user_string()}={versions.get(k)}" for k in sorted(keys)))
+    return combine(*(f"{k.to_user_string()}={MODEL_CODE_VERSIONS.get(k)}" for k in sorted(keys)))
 
 
 def models_code_version(context: AssetExecutionContext) -> str:
@@ -145,7 +182,7 @@ def feature_reader_version(module_name: str, *helpers) -> str:
     """Code version of an asset computed from the features: its own code and the SQL of every
     model behind them. Dagster passes no staleness on to descendants, so a feature SQL edit
     reaches the training set, the models and the predictions through this."""
-    return combine(module_version(module_name, *helpers), sql_version(dbt_features.keys))
+    return combine(module_version(module_name, *helpers), sql_version(MODEL_CODE_VERSIONS))
 
 
 def prune_run_targets(target_dir: Path, keep: int = KEEP_RUN_TARGETS) -> list[Path]:

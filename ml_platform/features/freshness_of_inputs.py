@@ -8,11 +8,9 @@ matches its stored fingerprint needs no recompute.
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
+from ml_platform.keys import FLIGHT_FEATURES, RAW_DAILY, RAW_PLANES
 from ml_platform.versions import combine
 
-FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
-RAW_DAILY = (AssetKey(["raw", "flights"]), AssetKey(["raw", "weather"]))
-RAW_PLANES = AssetKey(["raw", "planes"])
 FINGERPRINT = "input_fingerprint"
 
 

@@ -15,6 +15,7 @@ from dagster import (
     Jitter,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     RetryPolicy,
     asset,
 )
@@ -30,7 +31,8 @@ from ml_platform.ingestion.quality import (
 )
 from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableSpec
 from ml_platform.ingestion.source import FlightSource, SourceBatch, SourceError
-from ml_platform.partitions import daily_partitions, days_in, window_dates
+from ml_platform.keys import RAW
+from ml_platform.partitions import days_in, window_dates
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
 from ml_platform.versions import frame_hash, hash_of_rows, row_hashes, source_version
 
@@ -63,14 +65,14 @@ def _results(key: AssetKey, outcomes: list[Outcome]) -> Iterator[AssetCheckResul
         )
 
 
-def build_daily_raw_asset(spec: TableSpec):
-    key = AssetKey(["raw", spec.name])
+def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
+    key = RAW[spec.name]
 
     @asset(
         key=key,
         group_name=GROUP,
         description=spec.description,
-        partitions_def=daily_partitions,
+        partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={"partition_expr": spec.partition_column},
         check_specs=_check_specs(key, DAILY_CHECKS),
@@ -108,7 +110,7 @@ def build_daily_raw_asset(spec: TableSpec):
 
 
 def build_reference_asset(spec: TableSpec):
-    key = AssetKey(["raw", spec.name])
+    key = RAW[spec.name]
 
     @asset(
         key=key,
@@ -163,5 +165,21 @@ def _summarize(origins: list[str]) -> str:
     return f"{unique[0]} .. {unique[-1]} ({len(unique)} files)"
 
 
-raw_daily_assets = [build_daily_raw_asset(spec) for spec in DAILY_TABLES.values()]
+def build_raw_daily_assets(partitions: PartitionsDefinition) -> list:
+    """One asset per daily table, on the code location's partitions."""
+    return [build_daily_raw_asset(spec, partitions) for spec in DAILY_TABLES.values()]
+
+
+def __getattr__(name: str):
+    """``raw_daily_assets`` on the partitions of the environment's settings, for code that runs
+    them without building the definitions; the code location builds its own."""
+    if name == "raw_daily_assets":
+        from ml_platform.config import load_settings
+        from ml_platform.partitions import daily_partitions_for
+
+        return build_raw_daily_assets(daily_partitions_for(load_settings()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Reference tables are replaced whole: nothing about them depends on the settings.
 raw_reference_assets = [build_reference_asset(spec) for spec in REFERENCE_TABLES.values()]

@@ -1,9 +1,15 @@
 """The candidate pipelines. Each is a full scikit-learn Pipeline from raw feature frame to
-probability, so the logged model needs no preprocessing code beside it."""
+probability, so the logged model needs no preprocessing code beside it.
+
+A builder's keyword arguments are its hyperparameters; their defaults and bounds (``Field``) are
+the launchpad config of the candidate's asset, so they are declared here and nowhere else."""
 
 # scikit-learn is imported inside each builder: every Dagster process imports this module, and
 # only the processes that train pay for scikit-learn.
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from ml_platform.ml.frames import CATEGORICAL, NUMERIC
 
@@ -23,7 +29,11 @@ def _ordinal_categoricals():
     )
 
 
-def logistic_regression(C: float = 1.0, max_iter: int = 500, min_frequency: int = 20):
+def logistic_regression(
+    C: Annotated[float, Field(gt=0, description="Inverse regularization strength")] = 1.0,
+    max_iter: Annotated[int, Field(ge=50)] = 500,
+    min_frequency: Annotated[int, Field(ge=1, description="Rarer categories share one column")] = 20,
+):
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -47,7 +57,10 @@ def logistic_regression(C: float = 1.0, max_iter: int = 500, min_frequency: int 
 
 
 def hist_gradient_boosting(
-    learning_rate: float = 0.08, max_iter: int = 300, max_leaf_nodes: int = 31, l2_regularization: float = 1.0
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.08,
+    max_iter: Annotated[int, Field(ge=10)] = 300,
+    max_leaf_nodes: Annotated[int, Field(ge=2)] = 31,
+    l2_regularization: Annotated[float, Field(ge=0)] = 1.0,
 ):
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -69,7 +82,11 @@ def hist_gradient_boosting(
     return Pipeline([("features", pre), ("model", model)])
 
 
-def random_forest(n_estimators: int = 150, max_depth: int = 14, min_samples_leaf: int = 20):
+def random_forest(
+    n_estimators: Annotated[int, Field(ge=10)] = 150,
+    max_depth: Annotated[int, Field(ge=1)] = 14,
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 20,
+):
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.impute import SimpleImputer

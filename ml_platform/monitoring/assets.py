@@ -7,30 +7,27 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
+    AssetsDefinition,
     BackfillPolicy,
     MetadataValue,
     Output,
+    PartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
 )
 
 import ml_platform.ml.drift as drift_module
 import ml_platform.ml.metrics as metrics_module
+from ml_platform.keys import CHAMPION_MODEL, FEATURE_DRIFT, FLIGHT_FEATURES, PREDICTION_QUALITY, PREDICTIONS
 from ml_platform.ml.drift import feature_psi
 from ml_platform.ml.frames import CATEGORICAL, DAY, KEY, LABEL, NUMERIC
 from ml_platform.ml.metrics import classification_metrics
-from ml_platform.partitions import daily_partitions
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform.resources.warehouse import WAREHOUSE_POOL
 from ml_platform.versions import module_version
 
 GROUP = "monitoring"
-FEATURES = AssetKey(["features", "flight_features"])
-PREDICTIONS = AssetKey(["serving", "predictions"])
-QUALITY = AssetKey(["monitoring", "prediction_quality"])
-DRIFT = AssetKey(["monitoring", "feature_drift"])
 DRIFT_WINDOW_DAYS = 7
 # Calendar features differ from any multi-week reference by construction; they are not drift.
 WEATHER_FEATURES = {"temp", "dewp", "humid", "wind_speed", "precip", "pressure", "visib"}
@@ -76,26 +73,38 @@ def drift_by_day(features: pd.DataFrame, profile: dict, start, end, version: str
     return pd.DataFrame(rows, columns=[DAY, "feature", "psi", "champion_version"])
 
 
-@asset(
-    key=QUALITY,
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    ins={"predictions": AssetIn(key=PREDICTIONS), "flight_features": AssetIn(key=FEATURES)},
-    metadata={"partition_expr": DAY},
-    backfill_policy=BackfillPolicy.single_run(),
-    check_specs=[AssetCheckSpec("auc_above_floor", asset=QUALITY)],
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb"},
-    code_version=CODE_VERSION,
-)
-def prediction_quality(
-    context: AssetExecutionContext,
-    predictions: pd.DataFrame,
-    flight_features: pd.DataFrame,
-    mlflow: MlflowTracking,
-    policy: ModelPolicy,
-):
-    """AUC, log loss and late rate against predicted rate, once the day's arrivals are known."""
+def build_monitoring_assets(partitions: PartitionsDefinition) -> list[AssetsDefinition]:
+    """Daily quality and drift, on the code location's partitions."""
+    return [build_prediction_quality(partitions), build_feature_drift(partitions)]
+
+
+def build_prediction_quality(partitions: PartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        key=PREDICTION_QUALITY,
+        group_name=GROUP,
+        partitions_def=partitions,
+        ins={"predictions": AssetIn(key=PREDICTIONS), "flight_features": AssetIn(key=FLIGHT_FEATURES)},
+        metadata={"partition_expr": DAY},
+        backfill_policy=BackfillPolicy.single_run(),
+        check_specs=[AssetCheckSpec("auc_above_floor", asset=PREDICTION_QUALITY)],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        code_version=CODE_VERSION,
+    )
+    def prediction_quality(
+        context: AssetExecutionContext,
+        predictions: pd.DataFrame,
+        flight_features: pd.DataFrame,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+    ):
+        """AUC, log loss and late rate against predicted rate, once the day's arrivals are known."""
+        yield from judge_quality(context, predictions, flight_features, mlflow, policy)
+
+    return prediction_quality
+
+
+def judge_quality(context, predictions, flight_features, mlflow: MlflowTracking, policy: ModelPolicy):
     frame = quality_by_day(predictions, flight_features, policy.decision_threshold)
     auc = float(frame.roc_auc.mean()) if len(frame) else float("nan")
     with mlflow.materialization_run(context) as run:
@@ -122,34 +131,47 @@ def prediction_quality(
     )
 
 
-@asset(
-    key=DRIFT,
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    ins={
-        "flight_features": AssetIn(
-            key=FEATURES,
-            partition_mapping=TimeWindowPartitionMapping(
-                start_offset=-(DRIFT_WINDOW_DAYS - 1), allow_nonexistent_upstream_partitions=True
-            ),
-        )
-    },
-    deps=[AssetKey(["training", "champion_model"])],
-    metadata={"partition_expr": DAY},
-    backfill_policy=BackfillPolicy.single_run(),
-    check_specs=[AssetCheckSpec("psi_below_threshold", asset=DRIFT)],
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb"},
-    code_version=CODE_VERSION,
-)
-def feature_drift(
-    context: AssetExecutionContext, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy
-):
-    """PSI of each feature over the trailing week against the champion's training set (the
-    reference profile logged with it)."""
+def build_feature_drift(partitions: PartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        key=FEATURE_DRIFT,
+        group_name=GROUP,
+        partitions_def=partitions,
+        ins={
+            "flight_features": AssetIn(
+                key=FLIGHT_FEATURES,
+                partition_mapping=TimeWindowPartitionMapping(
+                    start_offset=-(DRIFT_WINDOW_DAYS - 1), allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        },
+        deps=[CHAMPION_MODEL],
+        metadata={"partition_expr": DAY},
+        backfill_policy=BackfillPolicy.single_run(),
+        check_specs=[AssetCheckSpec("psi_below_threshold", asset=FEATURE_DRIFT)],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        code_version=CODE_VERSION,
+    )
+    def feature_drift(
+        context: AssetExecutionContext,
+        flight_features: pd.DataFrame,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+    ):
+        """PSI of each feature over the trailing week against the champion's training set (the
+        reference profile logged with it)."""
+        yield from measure_drift(context, flight_features, mlflow, policy)
+
+    return feature_drift
+
+
+def measure_drift(context, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy):
     version = mlflow.version_for(CHAMPION)
     if version is None:
-        raise RuntimeError("feature_drift: no champion model to compare against; materialize champion_model")
+        raise RuntimeError(
+            "feature_drift: no champion model to compare against; materialize "
+            f"{CHAMPION_MODEL.to_user_string()}"
+        )
     profile = mlflow.download_json(version.run_id, "reference_profile.json")
     profile = {k: v for k, v in profile.items() if k in DRIFT_FEATURES}
     start, end = context.partition_time_window

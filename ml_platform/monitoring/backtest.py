@@ -3,11 +3,12 @@
 from datetime import date
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 import ml_platform.ml.training as training_module
-from ml_platform.config import load_settings
+from ml_platform.config import Settings
+from ml_platform.keys import BACKTEST, FLIGHT_FEATURES
 from ml_platform.ml import models
 from ml_platform.ml.plots import markdown_image, weekly_auc_png
 from ml_platform.ml.training import walk_forward
@@ -16,34 +17,58 @@ from ml_platform.resources.policy import ModelPolicy
 from ml_platform.resources.warehouse import Warehouse
 from ml_platform.versions import module_version
 
-_settings = load_settings()
+CODE_VERSION = module_version(__name__, models, training_module)
 
 
 class BacktestConfig(Config):
+    """The weekly training window defaults to the settings' (``backtest_config``)."""
+
     first_cutoff: str = Field(default="2013-02-01", description="First weekly cutoff (YYYY-MM-DD)")
     last_cutoff: str = Field(default="2013-12-24", description="Last weekly cutoff (YYYY-MM-DD)")
     frozen_until: str = Field(default="2013-02-01", description="The frozen model trains on days before this")
-    window_days: int = Field(default=_settings.training_window_days, ge=1)
+    window_days: int = Field(ge=1)
     holdout_days: int = Field(default=7, ge=1)
     max_iter: int = Field(default=150, ge=10, description="Boosting rounds of each weekly model")
 
 
-@asset(
-    key=["monitoring", "backtest"],
-    group_name="monitoring",
-    deps=[AssetKey(["features", "flight_features"])],
-    io_manager_key="model_io_manager",
-    kinds={"sklearn", "mlflow"},
-    code_version=module_version(__name__, models, training_module),
-)
-def backtest(
+def backtest_config(settings: Settings) -> type[BacktestConfig]:
+    class SettingsBacktestConfig(BacktestConfig):
+        window_days: int = Field(default=settings.training_window_days, ge=1)
+
+    return SettingsBacktestConfig
+
+
+def build_backtest(settings: Settings) -> AssetsDefinition:
+    config_class = backtest_config(settings)
+
+    @asset(
+        key=BACKTEST,
+        group_name="monitoring",
+        deps=[FLIGHT_FEATURES],
+        io_manager_key="model_io_manager",
+        kinds={"sklearn", "mlflow"},
+        code_version=CODE_VERSION,
+    )
+    def backtest(
+        context: AssetExecutionContext,
+        config: config_class,
+        warehouse: Warehouse,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+    ):
+        """Does retraining every week pay? Mean and per-week holdout AUC of both strategies."""
+        return run_backtest(context, config, warehouse, mlflow, policy)
+
+    return backtest
+
+
+def run_backtest(
     context: AssetExecutionContext,
     config: BacktestConfig,
     warehouse: Warehouse,
     mlflow: MlflowTracking,
     policy: ModelPolicy,
 ):
-    """Does retraining every week pay? Mean and per-week holdout AUC of both strategies."""
     features = warehouse.query(
         "select * from features.flight_features where flight_date < ? order by all",
         [date.fromisoformat(config.last_cutoff) + pd.Timedelta(days=config.holdout_days)],

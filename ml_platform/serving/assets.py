@@ -3,47 +3,66 @@
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    BackfillPolicy,
+    MetadataValue,
+    Output,
+    PartitionsDefinition,
+    asset,
+)
 
 import ml_platform.ml.frames as frames_module
 import ml_platform.ml.training as training_module
 from ml_platform.features.assets import feature_reader_version
+from ml_platform.keys import CHAMPION_MODEL, FLIGHT_FEATURES, PREDICTIONS
 from ml_platform.ml.frames import DAY
 from ml_platform.ml.training import score, warm_up
-from ml_platform.partitions import daily_partitions
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
 
 GROUP = "serving"
-CHAMPION_MODEL = AssetKey(["training", "champion_model"])
+CODE_VERSION = feature_reader_version(__name__, training_module, frames_module)
 
 
 class NoChampionError(RuntimeError):
     pass
 
 
-@asset(
-    key=["serving", "predictions"],
-    group_name=GROUP,
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    ins={"flight_features": AssetIn(key=AssetKey(["features", "flight_features"]))},
-    deps=[CHAMPION_MODEL],
-    metadata={"partition_expr": DAY},
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "mlflow"},
-    code_version=feature_reader_version(__name__, training_module, frames_module),
-)
-def predictions(
-    context: AssetExecutionContext, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy
-):
-    """Probability of arriving more than 15 minutes late, per flight, with the model version."""
+def build_predictions(partitions: PartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        key=PREDICTIONS,
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        ins={"flight_features": AssetIn(key=FLIGHT_FEATURES)},
+        deps=[CHAMPION_MODEL],
+        metadata={"partition_expr": DAY},
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "mlflow"},
+        code_version=CODE_VERSION,
+    )
+    def predictions(
+        context: AssetExecutionContext,
+        flight_features: pd.DataFrame,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+    ):
+        """Probability of arriving more than 15 minutes late, per flight, with the model version."""
+        return score_day(context, flight_features, mlflow, policy)
+
+    return predictions
+
+
+def score_day(context, flight_features: pd.DataFrame, mlflow: MlflowTracking, policy: ModelPolicy):
     version = mlflow.version_for(CHAMPION)
     if version is None:
         raise NoChampionError(
             f"no version of {mlflow.registered_model_name} carries the alias @champion; "
-            "materialize training/champion_model first"
+            f"materialize {CHAMPION_MODEL.to_user_string()} first"
         )
     loading = time.perf_counter()
     model = mlflow.load_version(version.version)

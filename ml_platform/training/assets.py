@@ -5,7 +5,7 @@ from datetime import date
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
+    AssetsDefinition,
     Config,
     DataVersion,
     MetadataValue,
@@ -15,24 +15,24 @@ from dagster import (
 from pydantic import Field, field_validator
 
 import ml_platform.ml.frames as frames_module
-from ml_platform.config import load_settings
+from ml_platform.config import Settings
 from ml_platform.features.assets import feature_reader_version
+from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET
 from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
 from ml_platform.versions import frame_hash
 
 GROUP = "training"
-FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
-_settings = load_settings()
 
 
 class TrainingWindowConfig(Config):
-    """The cutoff is the first day the model must not have seen; training precedes it."""
+    """The cutoff is the first day the model must not have seen; training precedes it. The
+    window lengths default to the settings the definitions are built with (``window_config``)."""
 
     cutoff: str = Field(default="2013-06-01", description="Training cutoff date, YYYY-MM-DD")
-    window_days: int = Field(default=_settings.training_window_days, ge=1, le=366)
-    holdout_days: int = Field(default=_settings.holdout_days, ge=1, le=60)
+    window_days: int = Field(ge=1, le=366)
+    holdout_days: int = Field(ge=1, le=60)
 
     @field_validator("cutoff")
     @classmethod
@@ -44,6 +44,16 @@ class TrainingWindowConfig(Config):
         return value
 
 
+def window_config(settings: Settings) -> type[TrainingWindowConfig]:
+    """The launchpad config of the training set, its windows defaulting to ``settings``."""
+
+    class SettingsWindowConfig(TrainingWindowConfig):
+        window_days: int = Field(default=settings.training_window_days, ge=1, le=366)
+        holdout_days: int = Field(default=settings.holdout_days, ge=1, le=60)
+
+    return SettingsWindowConfig
+
+
 def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
     return warehouse.query(
         "select * from features.flight_features where flight_date >= ? and flight_date < ? order by all",
@@ -51,19 +61,31 @@ def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
     )
 
 
-@asset(
-    key=["training", "training_set"],
-    group_name=GROUP,
-    deps=[FLIGHT_FEATURES],
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "pandas"},
-    # Dagster compares data versions across a daily -> unpartitioned edge only up to 100 upstream
-    # partitions, so a feature SQL edit reaches the training set through its code version.
-    code_version=feature_reader_version(__name__, frames_module),
-)
-def training_set(context: AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse):
-    """Labelled flights of the trailing window before the cutoff (train) and the days after it
-    (holdout). Flights without an arrival delay have no label and are left out, never guessed."""
+# Dagster compares data versions across a daily -> unpartitioned edge only up to 100 upstream
+# partitions, so a feature SQL edit reaches the training set through its code version.
+CODE_VERSION = feature_reader_version(__name__, frames_module)
+
+
+def build_training_set(settings: Settings) -> AssetsDefinition:
+    config_class = window_config(settings)
+
+    @asset(
+        key=TRAINING_SET,
+        group_name=GROUP,
+        deps=[FLIGHT_FEATURES],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "pandas"},
+        code_version=CODE_VERSION,
+    )
+    def training_set(context: AssetExecutionContext, config: config_class, warehouse: Warehouse):
+        """Labelled flights of the trailing window before the cutoff (train) and the days after it
+        (holdout). Flights without an arrival delay have no label and are left out, never guessed."""
+        return training_frame(context, config, warehouse)
+
+    return training_set
+
+
+def training_frame(context: AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse):
     cutoff = date.fromisoformat(config.cutoff)
     windows = training_windows(cutoff, config.window_days, config.holdout_days)
     features = read_features(warehouse, windows["train"][0], windows["holdout"][1])
@@ -74,7 +96,7 @@ def training_set(context: AssetExecutionContext, config: TrainingWindowConfig, w
             start, end = windows[split]
             raise ValueError(
                 f"training_set: no labelled features for the {split} window {start}..{end}; "
-                f"materialize features/flight_features for those days first"
+                f"materialize {FLIGHT_FEATURES.to_user_string()} for those days first"
             )
     days = pd.to_datetime(features[DAY]).dt.date.nunique() if len(features) else 0
     expected_days = config.window_days + config.holdout_days

@@ -1,25 +1,28 @@
 """Candidate models: one asset each, so they train in parallel, each with launchpad config."""
 
+import inspect
 import json
-from collections.abc import Callable
+import typing
+from collections.abc import Iterable
 
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetRecordsFilter,
+    AssetsDefinition,
     Config,
     DataVersion,
     MetadataValue,
     Output,
     asset,
 )
-from pydantic import Field
+from pydantic import create_model
 
 import ml_platform.ml.metrics as metrics_module
 import ml_platform.ml.training as training_module
 from ml_platform.features.assets import feature_reader_version
+from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET, Candidate
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile
 from ml_platform.ml.frames import CATEGORICAL, DAY, NUMERIC, feature_frame
@@ -27,31 +30,25 @@ from ml_platform.ml.plots import calibration_png, confusion_png, markdown_image,
 from ml_platform.ml.training import fit_and_evaluate
 from ml_platform.resources.mlflow import MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
-from ml_platform.versions import FORCE_TAG, combine
+from ml_platform.versions import FORCE_TAG, combine, source_version
 
 GROUP = "training"
 MODEL_IO = "model_io_manager"
-TRAINING_SET = AssetKey(["training", "training_set"])
-FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
 
 
-class LogisticRegressionConfig(Config):
-    C: float = Field(default=1.0, gt=0, description="Inverse regularization strength")
-    max_iter: int = Field(default=500, ge=50)
-    min_frequency: int = Field(default=20, ge=1, description="Rarer categories share one column")
-
-
-class GradientBoostingConfig(Config):
-    learning_rate: float = Field(default=0.08, gt=0, le=1)
-    max_iter: int = Field(default=300, ge=10)
-    max_leaf_nodes: int = Field(default=31, ge=2)
-    l2_regularization: float = Field(default=1.0, ge=0)
-
-
-class RandomForestConfig(Config):
-    n_estimators: int = Field(default=150, ge=10)
-    max_depth: int = Field(default=14, ge=1)
-    min_samples_leaf: int = Field(default=20, ge=1)
+def hyperparameter_config(candidate: Candidate) -> type[Config]:
+    """The launchpad config of a candidate: its builder's keyword arguments, with their defaults
+    and bounds, so a hyperparameter is declared once, in the builder's signature."""
+    hints = typing.get_type_hints(candidate.build, include_extras=True)
+    fields = {
+        name: (
+            hints.get(name, typing.Any),
+            ... if parameter.default is inspect.Parameter.empty else parameter.default,
+        )
+        for name, parameter in inspect.signature(candidate.build).parameters.items()
+    }
+    title = "".join(part.capitalize() for part in candidate.asset_name.split("_"))
+    return create_model(f"{title}Config", __base__=Config, **fields)
 
 
 def train_candidate(
@@ -62,16 +59,18 @@ def train_candidate(
     frame: pd.DataFrame,
     mlflow: MlflowTracking,
     policy: ModelPolicy,
+    code_version: str | None = None,
 ):
     """Fit on the train split, evaluate on the holdout, log everything to one MLflow run.
     With the same code, training set, hyperparameters and threshold as the last time, the fit
     is not repeated: the previous model and metrics are reused and reported as unchanged."""
+    code_version = code_version or CODE_VERSION
     train, holdout = frame[frame.split == "train"], frame[frame.split == "holdout"]
     threshold = policy.decision_threshold
     cutoff = str(pd.Timestamp(frame["cutoff_date"].iloc[0]).date())
     lineage = training_lineage(context, train, holdout)
     fingerprint = combine(
-        CODE_VERSION,
+        code_version,
         name,
         lineage["training_set_version"],
         json.dumps(params, sort_keys=True),
@@ -136,7 +135,7 @@ def train_candidate(
         "metrics": result.metrics,
         "params": params,
         "cutoff": cutoff,
-        "code_version": CODE_VERSION,
+        "code_version": code_version,
         "lineage": {k: v for k, v in lineage.items() if k != "feature_partitions"},
     }
     metadata = {
@@ -195,48 +194,41 @@ def feature_partition_versions(instance, days: list[str]) -> dict[str, str]:
 CODE_VERSION = feature_reader_version(__name__, models, training_module, metrics_module)
 
 
-def build_candidate(name: str, config_cls: type[Config], builder: Callable, description: str):
+def candidate_code_version(candidate: Candidate) -> str:
+    """A builder outside ``ml/models.py`` brings its own code into its candidate's version."""
+    if candidate.build.__module__ == models.__name__:
+        return CODE_VERSION
+    return combine(CODE_VERSION, source_version(candidate.build))
+
+
+def build_candidate(candidate: Candidate) -> AssetsDefinition:
+    config_class = hyperparameter_config(candidate)
+    name = candidate.asset_name
+    code_version = candidate_code_version(candidate)
+
     @asset(
-        key=["training", name],
+        key=candidate.key,
         group_name=GROUP,
-        description=description,
+        description=candidate.description,
         ins={"training_set": AssetIn(key=TRAINING_SET)},
         io_manager_key=MODEL_IO,
         kinds={"sklearn", "mlflow"},
-        code_version=CODE_VERSION,
+        code_version=code_version,
     )
     def _candidate(
         context: AssetExecutionContext,
-        config: config_cls,
+        config: config_class,
         training_set: pd.DataFrame,
         mlflow: MlflowTracking,
         policy: ModelPolicy,
     ):
         params = config.model_dump()
-        return train_candidate(context, name, builder(**params), params, training_set, mlflow, policy)
+        pipeline = candidate.build(**params)
+        return train_candidate(context, name, pipeline, params, training_set, mlflow, policy, code_version)
 
     _candidate.__name__ = name
     return _candidate
 
 
-candidate_assets = [
-    build_candidate(
-        "candidate_logreg",
-        LogisticRegressionConfig,
-        models.logistic_regression,
-        "Logistic regression on one-hot carriers and airports and scaled numeric features.",
-    ),
-    build_candidate(
-        "candidate_hgb",
-        GradientBoostingConfig,
-        models.hist_gradient_boosting,
-        "Histogram gradient boosting with native categorical splits.",
-    ),
-    build_candidate(
-        "candidate_forest",
-        RandomForestConfig,
-        models.random_forest,
-        "Random forest on ordinal-encoded categoricals.",
-    ),
-]
-CANDIDATE_KEYS = [a.key for a in candidate_assets]
+def build_candidate_assets(candidates: Iterable[Candidate]) -> list[AssetsDefinition]:
+    return [build_candidate(candidate) for candidate in candidates]

@@ -1,11 +1,13 @@
 """Model selection and the champion: the promotion gate between training and serving."""
 
+from collections.abc import Iterable
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
+    AssetsDefinition,
     MetadataValue,
     Output,
     asset,
@@ -15,12 +17,13 @@ from dagster import (
 import ml_platform.ml.gate as gate_module
 from ml_platform import faults
 from ml_platform.features.assets import feature_reader_version
+from ml_platform.keys import CHAMPION_MODEL, MODEL_SELECTION, TRAINING_SET, Candidate
 from ml_platform.ml.frames import feature_frame, labels
 from ml_platform.ml.gate import decide
 from ml_platform.ml.metrics import classification_metrics
 from ml_platform.resources.mlflow import CHALLENGER, CHAMPION, MlflowTracking
 from ml_platform.resources.policy import ModelPolicy
-from ml_platform.training.candidates import CANDIDATE_KEYS, MODEL_IO
+from ml_platform.training.candidates import MODEL_IO
 
 GROUP = "training"
 
@@ -41,25 +44,36 @@ def score_current_champion(
     return str(version.version), metrics["roc_auc"]
 
 
-@asset(
-    key=["training", "model_selection"],
-    group_name=GROUP,
-    ins={
-        **{key.path[-1]: AssetIn(key=key) for key in CANDIDATE_KEYS},
-        "training_set": AssetIn(key=AssetKey(["training", "training_set"])),
-    },
-    io_manager_key=MODEL_IO,
-    kinds={"mlflow"},
-    code_version=CODE_VERSION,
-)
-def model_selection(
-    context: AssetExecutionContext,
-    mlflow: MlflowTracking,
-    policy: ModelPolicy,
-    training_set: pd.DataFrame,
-    **candidates,
+def build_model_selection(registered: Iterable[Candidate]) -> AssetsDefinition:
+    """The gate over the registered candidates: each is an input of the selection."""
+
+    @asset(
+        key=MODEL_SELECTION,
+        group_name=GROUP,
+        ins={
+            **{c.asset_name: AssetIn(key=c.key) for c in registered},
+            "training_set": AssetIn(key=TRAINING_SET),
+        },
+        io_manager_key=MODEL_IO,
+        kinds={"mlflow"},
+        code_version=CODE_VERSION,
+    )
+    def model_selection(
+        context: AssetExecutionContext,
+        mlflow: MlflowTracking,
+        policy: ModelPolicy,
+        training_set: pd.DataFrame,
+        **candidates,
+    ):
+        """Best candidate by holdout AUC, and whether it clears the floor and beats the champion."""
+        return select(context, mlflow, policy, training_set, candidates)
+
+    return model_selection
+
+
+def select(
+    context, mlflow: MlflowTracking, policy: ModelPolicy, training_set: pd.DataFrame, candidates: dict
 ):
-    """Best candidate by holdout AUC, and whether it clears the floor and beats the champion."""
     holdout = training_set[training_set.split == "holdout"]
     champion_version, champion_auc = score_current_champion(mlflow, holdout, policy.decision_threshold)
     aucs = {c["name"]: c["metrics"]["roc_auc"] for c in candidates.values()}
@@ -110,9 +124,9 @@ def model_selection(
 
 
 @asset(
-    key=["training", "champion_model"],
+    key=CHAMPION_MODEL,
     group_name=GROUP,
-    ins={"model_selection": AssetIn(key=AssetKey(["training", "model_selection"]))},
+    ins={"model_selection": AssetIn(key=MODEL_SELECTION)},
     io_manager_key=MODEL_IO,
     kinds={"mlflow"},
     code_version=CODE_VERSION,
