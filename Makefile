@@ -10,9 +10,10 @@ DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 # Dagster stores a ranged run's per-partition events in batches of this size (0: one by one).
 DAGSTER_EVENT_BATCH_SIZE ?= 1000
+export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: setup dev test test-long lint manifest clean browser bench
+.PHONY: setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -61,10 +62,28 @@ PYTEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
-# The cases marked `long`: all of 2013 in one run, then every day of it as its own run through the
-# daemon, four at a time.
-test-long: setup
-	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
+# Thirty days as concurrent daily runs through the daemon, then scored (CI runs it).
+test-month: setup
+	$(BIN)/python -m pytest -m month $(PYTEST_ARGS)
+
+# The cases marked `year`: all of 2013 in one run, then every day of it as its own run through the
+# daemon, four at a time (about 25 min on two cores; before a release).
+test-year: setup
+	$(BIN)/python -m pytest -m year $(PYTEST_ARGS)
+
+# The same platform with every runtime accelerator off (Dagster's and dbt's stock behaviour):
+# ingestion, features, training, the daemon case and the production topology.
+STOCK_TESTS := ml_platform_tests/test_ingestion.py ml_platform_tests/test_features.py \
+	ml_platform_tests/test_training.py ml_platform_tests/reliability/test_concurrent_backfill.py \
+	ml_platform_tests/integration/test_production.py
+test-stock: setup
+	ML_PLATFORM_ACCELERATORS=off $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder $(STOCK_TESTS) $(PYTEST_ARGS)
+
+# Dagster's own storage test suites (from the pinned versions' source distributions) against the
+# platform's instance storages, SQLite and PostgreSQL.
+test-conformance: setup
+	$(BIN)/python -m ml_platform_tests.conformance
 
 # Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
 bench: setup

@@ -357,7 +357,7 @@ def test_a_process_that_parsed_ahead_builds_every_window_it_is_given(platform, y
         assert rows == FLIGHTS_PER_DAY[day]
 
 
-# --- the whole year in one run (`make test-long`: two minutes of the default suite) -------------
+# --- the whole year in one run (`make test-year`) -------------
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +368,7 @@ def full_year(platform, year_end):
     return result, len(platform.instance.get_runs()) - runs_before
 
 
-@pytest.mark.long
+@pytest.mark.year
 def test_the_full_year_in_one_run(platform, full_year):
     result, runs = full_year
     assert result.success
