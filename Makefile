@@ -13,17 +13,26 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: lock setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# The whole dependency tree is pinned in uv.lock; uv itself is installed from the package index
+# into .uv/ (a version pinned here), so nothing but Python is needed beforehand.
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
 	touch $(STAMP)
+
+# After changing dependencies in pyproject.toml: re-resolve and pin the whole tree.
+lock: $(UV)
+	$(UV) lock
 
 # The dbt manifest is prepared here, for the warehouse the platform uses by default (dbt keys its
 # parse state on the path), so builds start from it instead of re-parsing the project.
@@ -94,4 +103,4 @@ lint: setup
 	$(BIN)/ruff format --check ml_platform ml_platform_tests
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) dbt_project/target dbt_project/logs
+	rm -rf $(VENV) .uv $(DAGSTER_HOME) dbt_project/target dbt_project/logs
