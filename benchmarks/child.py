@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
 import time
@@ -28,9 +29,22 @@ CASES = {
 }
 
 
+def makefile_default(name: str) -> str:
+    for line in (Path(__file__).resolve().parent.parent / "Makefile").read_text().splitlines():
+        key, sep, value = line.partition("?=")
+        if sep and key.strip() == name:
+            return value.strip()
+    raise KeyError(name)
+
+
 def main(argv: list[str]) -> None:
     case, work, out = argv[0], Path(argv[1]), Path(argv[2])
     params = json.loads(argv[3]) if len(argv) > 3 else {}
+    # "off": the case runs on Dagster's and dbt's stock behaviour (ml_platform/runtime), set before
+    # anything of the platform is imported.
+    os.environ["ML_PLATFORM_ACCELERATORS"] = params.pop("accelerators", "on")
+    # The deployment's event batch size (the Makefile's), as `make dev` gives every process.
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", makefile_default("DAGSTER_EVENT_BATCH_SIZE"))
     warnings.filterwarnings("ignore")
     # Stopped by the runner: exit through the finally blocks (a PostgreSQL database is dropped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
