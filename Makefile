@@ -47,14 +47,21 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster.local.yaml $@
 
+# The addresses the UIs are served on: links written into MLflow and lineage point here, and the
+# platform's shell commands (`ml-platform ...`) read them from the instance directory.
+DAGSTER_URL := http://127.0.0.1:$(DAGSTER_PORT)
+MLFLOW_UI_URL := http://127.0.0.1:$(MLFLOW_PORT)
+
 dev: setup
 	mkdir -p $(DATA_DIR)/mlflow/artifacts
-	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_PORT)   Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"
+	printf 'ML_PLATFORM_DAGSTER_URL=%s\nML_PLATFORM_MLFLOW_UI_URL=%s\n' $(DAGSTER_URL) $(MLFLOW_UI_URL) \
+		> $(DAGSTER_HOME)/platform.env
+	@echo "MLflow UI:  $(MLFLOW_UI_URL)   Dagster UI: $(DAGSTER_URL)"
 	trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--backend-store-uri sqlite:///$(DATA_DIR)/mlflow/mlflow.db \
 		--artifacts-destination $(DATA_DIR)/mlflow/artifacts --workers 1 & \
-	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
+	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=$(MLFLOW_UI_URL) ML_PLATFORM_DAGSTER_URL=$(DAGSTER_URL) \
 		DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD=10 DAGSTER_EVENT_BATCH_SIZE=$(DAGSTER_EVENT_BATCH_SIZE) \
 		$(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT) -w workspace.yaml
 
