@@ -19,11 +19,6 @@ if TYPE_CHECKING:
 DAYS_IN_YEAR = 365
 # Features the default training set reads: 28 days before the 2013-06-01 cutoff, 7 after.
 TRAINING_WINDOW = ("2013-05-04", "2013-06-07")
-CANDIDATE_NAMES = {
-    "logistic_regression": "candidate_logreg",
-    "hist_gradient_boosting": "candidate_hgb",
-    "random_forest": "candidate_forest",
-}
 
 
 def _timed(runner: Runner, key: str, label: str, runs: list[ChildRun], results: list[dict], **extra) -> None:
@@ -185,8 +180,8 @@ def training(runner: Runner) -> None:
     res = run.result
     for name, seconds in res["fit_seconds"].items():
         runner.figure(
-            f"fit_{CANDIDATE_NAMES[name]}",
-            f"Fit {CANDIDATE_NAMES[name]}, {res['window_days']}-day window ({res['train_rows']} rows)",
+            f"fit_{name}",
+            f"Fit {name}, {res['window_days']}-day window ({res['train_rows']} rows)",
             seconds,
             [run],
             cpu=res["fit_cpu_seconds"][name],
@@ -320,7 +315,7 @@ def scaling(runner: Runner) -> None:
                         [sum(s[i] for s in per_fit.values()) for i in rounds],
                         [run],
                         cpu=[sum(s[i] for s in run.result["fit_cpu_seconds"].values()) for i in rounds],
-                        fit_seconds={CANDIDATE_NAMES[n]: statistics.median(s) for n, s in per_fit.items()},
+                        fit_seconds={n: statistics.median(s) for n, s in per_fit.items()},
                         train_rows=run.result["train_rows"],
                     )
         if keep is not None:

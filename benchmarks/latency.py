@@ -17,17 +17,16 @@ from pathlib import Path
 from benchmarks import support
 from benchmarks.load import wait_until_loaded
 
-PREDICTIONS = ["serving", "predictions"]
 FEATURE_START, FEATURE_END, CUTOFF = "2013-01-05", "2013-01-24", "2013-01-19"
 REQUIRED_DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR")
 
 
 def _train_champion(work: Path) -> float:
+    from ml_platform.keys import TRAINING_SET, op_name
+
     picked = support.selections()
     run_config = {
-        "ops": {
-            "training__training_set": {"config": {"cutoff": CUTOFF, "window_days": 14, "holdout_days": 4}}
-        }
+        "ops": {op_name(TRAINING_SET): {"config": {"cutoff": CUTOFF, "window_days": 14, "holdout_days": 4}}}
     }
     started = time.perf_counter()
     with support.instance(work / "prep_home") as prep:
@@ -41,8 +40,10 @@ def _train_champion(work: Path) -> float:
 def _predicted_at(instance, day: str) -> float | None:
     import dagster as dg
 
+    from ml_platform.keys import PREDICTIONS
+
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(PREDICTIONS), asset_partitions=[day]), limit=1
+        dg.AssetRecordsFilter(asset_key=PREDICTIONS, asset_partitions=[day]), limit=1
     ).records
     return records[0].timestamp if records else None
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from benchmarks import support
 
 CUTOFF = "2013-06-01"  # the default cutoff of training/training_set
-CANDIDATES = ("logistic_regression", "hist_gradient_boosting", "random_forest")
 SCORING_ROUNDS = 9
 
 
@@ -25,17 +24,21 @@ def training_frames(warehouse_path: Path, cutoff: date, window_days: int, holdou
     return frame[frame.split == "train"], frame[frame.split == "holdout"]
 
 
-def fit_candidates(train, repeats: int, candidates=CANDIDATES) -> dict:
-    """Seconds of ``Pipeline.fit`` per candidate with its default hyperparameters."""
-    from ml_platform.ml import models
+def fit_candidates(train, repeats: int, names: tuple[str, ...] | None = None) -> dict:
+    """Seconds of ``Pipeline.fit`` per registered candidate (all, or those whose asset names are
+    given) with its default hyperparameters, keyed by asset name."""
+    from ml_platform.keys import CANDIDATES
     from ml_platform.ml.frames import feature_frame, labels
 
     x, y = feature_frame(train), labels(train)
     out, cpu_out = {}, {}
-    for name in candidates:
+    for candidate in CANDIDATES:
+        name = candidate.asset_name
+        if names is not None and name not in names:
+            continue
         seconds, cpu = [], []
         for _ in range(repeats):
-            model = getattr(models, name)()
+            model = candidate.build()
             started, cpu_started = time.perf_counter(), time.process_time()
             model.fit(x, y)
             seconds.append(time.perf_counter() - started)
@@ -48,6 +51,7 @@ def training_and_scoring(work: Path, repeats: int = 3, score_days: int = 91) -> 
     """Features for the default window, candidate fits, one full training run (the champion), then
     the predictions asset over ``score_days`` days against ``predict_proba`` of the same model."""
     from ml_platform.config import load_settings
+    from ml_platform.keys import PREDICTIONS, op_name
     from ml_platform.versions import FORCE_TAG
 
     settings = load_settings()
@@ -92,7 +96,7 @@ def training_and_scoring(work: Path, repeats: int = 3, score_days: int = 91) -> 
             )
             seconds = time.perf_counter() - started
             assert result.success, "predictions run failed"
-            meta = result.asset_materializations_for_node("serving__predictions")[-1].metadata
+            meta = result.asset_materializations_for_node(op_name(PREDICTIONS))[-1].metadata
             runs.append(
                 {
                     "run_seconds": seconds,

@@ -14,7 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from benchmarks.ml import CANDIDATES, fit_candidates, training_frames
+from benchmarks.ml import fit_candidates, training_frames
 
 RANK_SPAN = 4000
 MAX_FACTOR = 23
@@ -70,7 +70,7 @@ def training(work: Path, warehouse: str, repeats: int = 1, candidates: list[str]
     )
     feature_frame(train), labels(train)
     read_seconds = time.perf_counter() - started
-    fits, cpu = fit_candidates(train, repeats, tuple(candidates or CANDIDATES))
+    fits, cpu = fit_candidates(train, repeats, tuple(candidates) if candidates else None)
     return {
         "train_rows": len(train),
         "read_seconds": read_seconds,

@@ -178,13 +178,15 @@ def empty_warehouse() -> None:
 def selections():
     import dagster as dg
 
-    daily = dg.AssetSelection.assets(["raw", "flights"], ["raw", "weather"])
+    from ml_platform.keys import PREDICTIONS, RAW_DAILY
+
+    daily = dg.AssetSelection.assets(*RAW_DAILY)
     return {
         "raw_and_features": dg.AssetSelection.groups("ingestion", "features"),
         "daily_and_features": daily | dg.AssetSelection.groups("features"),
         "references": dg.AssetSelection.groups("ingestion") - daily,
         "training": dg.AssetSelection.groups("training"),
-        "predictions": dg.AssetSelection.assets(["serving", "predictions"]),
+        "predictions": dg.AssetSelection.assets(PREDICTIONS),
     }
 
 

@@ -4,6 +4,8 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.definitions import build_definitions
+from ml_platform.features.assets import build_dbt_features
+from ml_platform.ingestion.assets import build_raw_daily_assets
 from ml_platform.keys import (
     CANDIDATES,
     FEATURE_DRIFT,
@@ -16,6 +18,7 @@ from ml_platform.keys import (
     op_name,
     training,
 )
+from ml_platform.partitions import daily_partitions_for
 from ml_platform.resources import build_resources
 
 RAW_AND_FEATURES = dg.AssetSelection.groups("ingestion", "features")
@@ -29,6 +32,16 @@ def all_definitions(settings=None, candidates=CANDIDATES):
     environment), to materialize in process."""
     defs = build_definitions(settings, candidates)
     return [*defs.assets, *defs.asset_checks]
+
+
+def raw_daily_assets(settings) -> list:
+    """The daily raw assets on the partitions of ``settings``."""
+    return build_raw_daily_assets(daily_partitions_for(settings))
+
+
+def dbt_features(settings):
+    """The dbt feature models on the partitions of ``settings``."""
+    return build_dbt_features(daily_partitions_for(settings))
 
 
 def materialize_features(settings, instance, start: str, end: str):

@@ -18,10 +18,8 @@ def main(partition: str, rebuild: tuple[str, str] | None = None) -> None:
     defs = build_definitions()
     with dg.DagsterInstance.get() as instance:
         if rebuild:
-            from ml_platform_tests.ml_support import all_definitions
-
             result = dg.materialize(
-                all_definitions(),
+                [*defs.assets, *defs.asset_checks],
                 selection=dg.AssetSelection.groups("features"),
                 resources=defs.resources,
                 instance=instance,

@@ -1,15 +1,13 @@
 """Declarative automation evaluated against a real instance, tick by tick."""
 
 import dagster as dg
-from dagster import AssetKey
 
 from ml_platform.definitions import build_definitions
-
-FEATURES = AssetKey(["features", "flight_features"])
-CHAMPION = AssetKey(["training", "champion_model"])
-PREDICTIONS = AssetKey(["serving", "predictions"])
-QUALITY = AssetKey(["monitoring", "prediction_quality"])
-DRIFT = AssetKey(["monitoring", "feature_drift"])
+from ml_platform.keys import CHAMPION_MODEL as CHAMPION
+from ml_platform.keys import FEATURE_DRIFT as DRIFT
+from ml_platform.keys import FLIGHT_FEATURES as FEATURES
+from ml_platform.keys import PREDICTION_QUALITY as QUALITY
+from ml_platform.keys import PREDICTIONS
 
 
 def materialized(instance, key, *partitions, version: str | None = None):
@@ -24,12 +22,12 @@ def materialized(instance, key, *partitions, version: str | None = None):
 _counter = 0
 
 
-def requested(result) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
+def requested(result) -> dict[dg.AssetKey, set[str]]:
+    out: dict[dg.AssetKey, set[str]] = {}
     for key in (PREDICTIONS, QUALITY, DRIFT):
         keys = result.get_requested_partitions(key)
         if keys:
-            out[key.to_user_string()] = set(keys)
+            out[key] = set(keys)
     return out
 
 
@@ -47,8 +45,8 @@ def test_predictions_follow_new_features_and_a_new_champion_scores_only_unscored
     )
     # The day's predictions, and the quality that follows them in the same tick.
     assert requested(second) == {
-        "serving/predictions": {"2013-01-04"},
-        "monitoring/prediction_quality": {"2013-01-04"},
+        PREDICTIONS: {"2013-01-04"},
+        QUALITY: {"2013-01-04"},
     }
 
     materialized(instance, PREDICTIONS, "2013-01-04")
@@ -63,8 +61,8 @@ def test_predictions_follow_new_features_and_a_new_champion_scores_only_unscored
     )
     # 2013-01-03 was never scored; 2013-01-04 keeps what the old champion predicted.
     assert requested(fourth) == {
-        "serving/predictions": {"2013-01-03"},
-        "monitoring/prediction_quality": {"2013-01-03"},
+        PREDICTIONS: {"2013-01-03"},
+        QUALITY: {"2013-01-03"},
     }
 
     quiet = dg.evaluate_automation_conditions(
@@ -96,8 +94,8 @@ def test_a_rerun_with_unchanged_data_version_requests_nothing_downstream(setting
         defs=defs, instance=instance, asset_selection=selection, cursor=same.cursor
     )
     assert requested(changed) == {
-        "serving/predictions": {"2013-01-04"},
-        "monitoring/prediction_quality": {"2013-01-04"},
+        PREDICTIONS: {"2013-01-04"},
+        QUALITY: {"2013-01-04"},
     }
 
 
@@ -111,7 +109,7 @@ def test_drift_follows_a_full_week_of_features(settings, instance):
     second = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=selection, cursor=first.cursor
     )
-    drift = requested(second).get("monitoring/feature_drift", set())
+    drift = requested(second).get(DRIFT, set())
     assert "2013-02-07" in drift
     assert "2013-02-08" not in drift
 
@@ -151,8 +149,8 @@ def test_a_feature_sql_edit_rescores_once_the_features_are_rebuilt_not_before(se
         defs=edited, instance=instance, asset_selection=selection, cursor=after_edit.cursor
     )
     assert requested(after_rebuild) == {
-        "serving/predictions": {"2013-01-04"},
-        "monitoring/prediction_quality": {"2013-01-04"},
+        PREDICTIONS: {"2013-01-04"},
+        QUALITY: {"2013-01-04"},
     }
 
 
@@ -172,8 +170,8 @@ def test_an_edit_of_the_scoring_code_alone_rescores_every_scored_day(settings, i
     )
     # Every stored day is re-scored (not the never-scored 2013-01-05), quality follows.
     assert requested(after_edit) == {
-        "serving/predictions": {"2013-01-03", "2013-01-04"},
-        "monitoring/prediction_quality": {"2013-01-03", "2013-01-04"},
+        PREDICTIONS: {"2013-01-03", "2013-01-04"},
+        QUALITY: {"2013-01-03", "2013-01-04"},
     }
     quiet = dg.evaluate_automation_conditions(
         defs=edited, instance=instance, asset_selection=selection, cursor=after_edit.cursor

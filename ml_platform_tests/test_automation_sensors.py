@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -9,22 +10,46 @@ import pandas as pd
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ml_platform.automation.jobs import FLIGHT_FEATURES
-from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
-from ml_platform.automation.sensors import (
-    MONITORING_CHECKS,
-    landing_sensor,
-    replay_sensor,
-    retrain_on_degradation_sensor,
-)
+from ml_platform.automation.sensors import MONITORING_CHECKS
 from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import PackagedSource
+from ml_platform.keys import FEATURE_DRIFT, FLIGHT_FEATURES, PREDICTION_QUALITY, PREDICTIONS, RAW_DAILY
 
 
 @pytest.fixture
 def defs(landing_settings):
     return build_definitions(landing_settings)
+
+
+@pytest.fixture
+def landing_sensor(defs):
+    return defs.get_sensor_def("landing_sensor")
+
+
+@pytest.fixture
+def replay_sensor(defs):
+    return defs.get_sensor_def("replay_sensor")
+
+
+@pytest.fixture
+def local_defs(settings):
+    return build_definitions(settings)
+
+
+@pytest.fixture
+def retrain_on_degradation_sensor(local_defs):
+    return local_defs.get_sensor_def("retrain_on_degradation_sensor")
+
+
+@pytest.fixture
+def daily_ingestion_schedule(local_defs):
+    return local_defs.get_schedule_def("daily_ingestion_schedule")
+
+
+@pytest.fixture
+def weekly_retraining_schedule(local_defs):
+    return local_defs.get_schedule_def("weekly_retraining_schedule")
 
 
 def evaluate(sensor, instance, defs, cursor=None):
@@ -42,15 +67,17 @@ def ranges(result) -> list[tuple[str, str]]:
     ]
 
 
-def test_landing_sensor_requests_new_days_once_and_survives_a_restart(landing_settings, instance, defs):
+def test_landing_sensor_requests_new_days_once_and_survives_a_restart(
+    landing_settings, instance, defs, landing_sensor
+):
     root = landing_settings.landing_root
     land_days(date(2013, 1, 1), 3, root, echo=lambda _: None)
     first, _ = evaluate(landing_sensor, instance, defs)
     assert ranges(first) == [("2013-01-01", "2013-01-03")]
     request = first.run_requests[0]
-    keys = {k.to_user_string() for k in request.asset_selection}
-    assert {"raw/flights", "raw/weather", "features/flight_features"} <= keys
-    assert "serving/predictions" not in keys  # no champion registered yet
+    keys = set(request.asset_selection)
+    assert {*RAW_DAILY, FLIGHT_FEATURES} <= keys
+    assert PREDICTIONS not in keys  # no champion registered yet
     assert request.run_key.startswith("landing:2013-01-01..2013-01-03:")
 
     again, _ = evaluate(landing_sensor, instance, defs, cursor=first.cursor)
@@ -60,7 +87,9 @@ def test_landing_sensor_requests_new_days_once_and_survives_a_restart(landing_se
     assert [r.run_key for r in restarted.run_requests] == [request.run_key]
 
 
-def test_a_changed_file_requests_only_its_day_and_an_identical_one_nothing(landing_settings, instance, defs):
+def test_a_changed_file_requests_only_its_day_and_an_identical_one_nothing(
+    landing_settings, instance, defs, landing_sensor
+):
     root = landing_settings.landing_root
     land_days(date(2013, 1, 1), 3, root, echo=lambda _: None)
     first, _ = evaluate(landing_sensor, instance, defs)
@@ -76,7 +105,7 @@ def test_a_changed_file_requests_only_its_day_and_an_identical_one_nothing(landi
 
 
 def test_malformed_files_are_reported_and_skipped_while_good_files_go_through(
-    landing_settings, instance, defs
+    landing_settings, instance, defs, landing_sensor
 ):
     root = landing_settings.landing_root
     land_days(date(2013, 1, 4), 1, root, echo=lambda _: None)
@@ -106,8 +135,9 @@ def test_malformed_files_are_reported_and_skipped_while_good_files_go_through(
     assert ranges(fixed) == [("2013-01-05", "2013-01-05")]
 
 
-def test_replay_lands_the_next_days_on_each_tick(landing_settings, instance, defs, monkeypatch):
-    monkeypatch.setenv("ML_PLATFORM_REPLAY_DAYS_PER_TICK", "2")
+def test_replay_lands_the_next_days_on_each_tick(landing_settings, instance):
+    defs = build_definitions(replace(landing_settings, replay_days_per_tick=2))
+    replay_sensor = defs.get_sensor_def("replay_sensor")
     context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
     replay_sensor(context)
     assert context.cursor == "2013-01-03"
@@ -128,9 +158,8 @@ def test_replay_lands_the_next_days_on_each_tick(landing_settings, instance, def
     assert "replay finished" in replay_sensor(end).skip_message
 
 
-def test_daily_schedule_requests_the_newest_day_upstream_has(settings, instance):
-    defs = build_definitions(settings)
-    source = defs.resources["source"]
+def test_daily_schedule_requests_the_newest_day_upstream_has(local_defs, instance, daily_ingestion_schedule):
+    source = local_defs.resources["source"]
     context = dg.build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2013, 3, 10, 6, tzinfo=UTC)
     )
@@ -148,7 +177,7 @@ def report_features(instance, days):
         instance.report_runless_asset_event(dg.AssetMaterialization(FLIGHT_FEATURES, partition=day))
 
 
-def test_weekly_retraining_targets_the_newest_full_window(settings, instance):
+def test_weekly_retraining_targets_the_newest_full_window(instance, weekly_retraining_schedule):
     context = dg.build_schedule_context(instance=instance)
     assert isinstance(weekly_retraining_schedule(context), dg.SkipReason)
     report_features(instance, ["2013-03-01", "2013-03-20", "2013-03-10"])
@@ -166,8 +195,10 @@ def failed_check(instance, check_key, partition="2013-03-20"):
     )
 
 
-def test_retraining_on_failed_monitoring_respects_its_cool_down(settings, instance):
-    defs = build_definitions(settings)
+def test_retraining_on_failed_monitoring_respects_its_cool_down(
+    settings, instance, local_defs, retrain_on_degradation_sensor
+):
+    defs = local_defs
     report_features(instance, ["2013-03-20"])
     quiet, ctx = evaluate(retrain_on_degradation_sensor, instance, defs)
     assert isinstance(quiet, dg.SkipReason)
@@ -176,9 +207,8 @@ def test_retraining_on_failed_monitoring_respects_its_cool_down(settings, instan
     ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs)
     request = retrain_on_degradation_sensor(ctx)
     assert isinstance(request, dg.RunRequest)
-    assert (
-        "monitoring/prediction_quality:auc_above_floor failed" in request.tags["ml_platform/retrain_reason"]
-    )
+    reason = request.tags["ml_platform/retrain_reason"]
+    assert f"{PREDICTION_QUALITY.to_user_string()}:auc_above_floor failed" in reason
     assert request.tags["ml_platform/cutoff"] == "2013-03-14"
 
     failed_check(instance, MONITORING_CHECKS[1])
@@ -193,10 +223,12 @@ def test_retraining_on_failed_monitoring_respects_its_cool_down(settings, instan
     ctx3 = dg.build_sensor_context(instance=instance, cursor=json.dumps(state), definitions=defs)
     again = retrain_on_degradation_sensor(ctx3)
     assert isinstance(again, dg.RunRequest)
-    assert "feature_drift:psi_below_threshold" in again.tags["ml_platform/retrain_reason"]
+    assert f"{FEATURE_DRIFT.to_user_string()}:psi_below_threshold" in again.tags["ml_platform/retrain_reason"]
 
 
-def test_schedule_ticks_through_the_instance_are_deduplicated_by_run_key(settings, instance):
+def test_schedule_ticks_through_the_instance_are_deduplicated_by_run_key(
+    instance, weekly_retraining_schedule
+):
     report_features(instance, ["2013-03-20"])
     first = weekly_retraining_schedule(dg.build_schedule_context(instance=instance))
     second = weekly_retraining_schedule(

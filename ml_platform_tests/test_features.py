@@ -29,17 +29,19 @@ from dagster import (
 from pandas.testing import assert_frame_equal
 
 from ml_platform.config import DBT_PROJECT_DIR, Settings
-from ml_platform.features.assets import dbt_features, prune_run_targets
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.features.assets import build_dbt_features, prune_run_targets
+from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
+from ml_platform.keys import FLIGHT_FEATURES, RAW_FLIGHTS, RAW_WEATHER
+from ml_platform.partitions import build_daily_partitions
 from ml_platform.resources.dbt import parse_state_path
 from ml_platform.versions import FORCE_TAG
 from ml_platform_tests.conftest import local_platform
 
-RAW_FLIGHTS = AssetKey(["raw", "flights"])
-RAW_WEATHER = AssetKey(["raw", "weather"])
-FEATURES = AssetKey(["features", "flight_features"])
-DAILY = [*raw_daily_assets, dbt_features]
+FEATURES = FLIGHT_FEATURES
+# The local profile's partitions: the days of 2013.
+PARTITIONS = build_daily_partitions(date(2013, 1, 1), date(2014, 1, 1))
+DAILY = [*build_raw_daily_assets(PARTITIONS), build_dbt_features(PARTITIONS)]
 FIRST_DAYS = [date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)]
 YEAR_END = date(2013, 12, 31)
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -9,11 +9,12 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import freeze_time
 
-from ml_platform.automation.alerts import Notifier, alert_on_run_failure
+from ml_platform.automation.alerts import Notifier
 from ml_platform.automation.freshness import DAILY_KEYS, partition_freshness_checks
 from ml_platform.definitions import build_definitions
+from ml_platform.keys import CHAMPION_MODEL, HGB, PREDICTIONS, RAW_FLIGHTS
 
-FLIGHTS = dg.AssetKey(["raw", "flights"])
+FLIGHTS = RAW_FLIGHTS
 
 
 def run_freshness_checks(defs, instance):
@@ -47,12 +48,9 @@ def test_partition_freshness_passes_and_fails_as_the_clock_moves(settings, insta
 def test_freshness_policies_are_applied_once_at_the_root(settings):
     specs = {s.key: s for s in build_definitions(settings).resolve_all_asset_specs()}
     assert specs[FLIGHTS].freshness_policy is not None
-    assert (
-        specs[dg.AssetKey(["training", "champion_model"])].freshness_policy.fail_window.to_timedelta().days
-        == 8
-    )
-    assert specs[dg.AssetKey(["serving", "predictions"])].automation_condition is not None
-    assert specs[dg.AssetKey(["training", "candidate_hgb"])].freshness_policy is None
+    assert specs[CHAMPION_MODEL].freshness_policy.fail_window.to_timedelta().days == 8
+    assert specs[PREDICTIONS].automation_condition is not None
+    assert specs[HGB.key].freshness_policy is None
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -79,8 +77,9 @@ def webhook():
     server.shutdown()
 
 
-def test_a_failed_run_posts_its_step_and_error_to_the_webhook(instance, webhook):
+def test_a_failed_run_posts_its_step_and_error_to_the_webhook(settings, instance, webhook):
     url, received = webhook
+    alert_on_run_failure = build_definitions(settings).get_sensor_def("alert_on_run_failure")
 
     @dg.asset(key=["raw", "broken"])
     def broken():
@@ -99,6 +98,7 @@ def test_a_failed_run_posts_its_step_and_error_to_the_webhook(instance, webhook)
     path, content_type, payload = received[0]
     assert path == "/hooks/alerts" and content_type == "application/json"
     assert result.run_id in payload["text"]
+    assert f"{settings.dagster_url}/runs/{result.run_id}" in payload["text"]
     assert "failed step raw__broken" in payload["text"]
     assert "flights/2013-01-05.parquet is truncated" in payload["text"]
     assert payload["blocks"][0]["text"]["text"].startswith("Run failed")

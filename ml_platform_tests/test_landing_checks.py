@@ -12,7 +12,6 @@ import pytest
 from dagster import (
     AssetCheckKey,
     AssetCheckSeverity,
-    AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
     materialize,
@@ -20,15 +19,15 @@ from dagster import (
 from pandas.testing import assert_frame_equal
 
 from ml_platform.config import Settings
-from ml_platform.features.assets import dbt_features
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import write_frame_atomically
+from ml_platform.keys import FLIGHT_FEATURES, RAW_FLIGHTS, RAW_WEATHER
 from ml_platform_tests.conftest import local_platform
+from ml_platform_tests.ml_support import dbt_features, raw_daily_assets
 
 JAN1 = date(2013, 1, 1)
-FEATURES = AssetKey(["features", "flight_features"])
-RAW_FLIGHTS = AssetKey(["raw", "flights"])
+FEATURES = FLIGHT_FEATURES
 
 
 @dataclass
@@ -56,7 +55,7 @@ def landed(tmp_path_factory) -> Iterator[Landed]:
         land_days(JAN1, 4, settings.landing_root, echo=lambda _: None)
         assert materialize(raw_reference_assets, resources=resources, instance=instance).success
         good = materialize(
-            [*raw_daily_assets, dbt_features],
+            [*raw_daily_assets(settings), dbt_features(settings)],
             resources=resources,
             instance=instance,
             partition_key=JAN1.isoformat(),
@@ -71,7 +70,7 @@ def _corrupt_and_run(landed: Landed, day: date, corrupt):
     path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
     write_frame_atomically(corrupt(pd.read_parquet(path)), path)
     return materialize(
-        [*raw_daily_assets, dbt_features],
+        [*raw_daily_assets(landed.settings), dbt_features(landed.settings)],
         resources=landed.resources,
         instance=landed.instance,
         partition_key=day.isoformat(),
@@ -87,12 +86,12 @@ def _assert_stopped_before_features(landed: Landed, result, day: date, failed_ch
     assert evaluations[(RAW_FLIGHTS, failed_check)].severity == AssetCheckSeverity.ERROR
     # Every raw check still ran and reported; no dbt test ran.
     assert {k for k in evaluations if k[0] == RAW_FLIGHTS} == {
-        (RAW_FLIGHTS, c.name) for c in raw_daily_assets[0].check_specs
+        (RAW_FLIGHTS, c.name) for c in raw_daily_assets(landed.settings)[0].check_specs
     }
     assert all(k[0].path[0] == "raw" for k in evaluations)
     assert result.get_failed_step_keys() == {"raw__flights"}
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
-    assert materialized == {RAW_FLIGHTS, AssetKey(["raw", "weather"])}
+    assert materialized == {RAW_FLIGHTS, RAW_WEATHER}
     records = landed.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[day.isoformat()]), limit=1
     ).records
@@ -110,7 +109,7 @@ def test_duplicated_flight_keys_stop_the_features(landed):
     _assert_stopped_before_features(landed, result, day, "key_unique")
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "key_unique")
     assert check.metadata["duplicate_rows"].value == 3
-    assert AssetCheckKey(RAW_FLIGHTS, "key_unique") in raw_daily_assets[0].check_keys
+    assert AssetCheckKey(RAW_FLIGHTS, "key_unique") in raw_daily_assets(landed.settings)[0].check_keys
 
 
 def test_a_negative_distance_stops_the_features(landed):
@@ -134,7 +133,7 @@ def test_an_unreadable_delivery_fails_the_raw_step_naming_the_file(landed):
     path.write_bytes(data[: len(data) // 3])
     os.utime(path)
     result = materialize(
-        [*raw_daily_assets, dbt_features],
+        [*raw_daily_assets(landed.settings), dbt_features(landed.settings)],
         resources=landed.resources,
         instance=landed.instance,
         partition_key=day.isoformat(),

@@ -1,15 +1,29 @@
 """The ML lifecycle on real parts: DuckDB, dbt, a Dagster instance and an MLflow SQLite store."""
 
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from pydantic import Field
 
 from ml_platform.config import load_settings
-from ml_platform.ml.frames import feature_frame
+from ml_platform.definitions import build_definitions
+from ml_platform.keys import (
+    BACKTEST,
+    CANDIDATES,
+    CHAMPION_MODEL,
+    HGB,
+    LOGREG,
+    MODEL_SELECTION,
+    TRAINING_SET,
+    Candidate,
+    op_name,
+)
+from ml_platform.ml.frames import NUMERIC, feature_frame
 from ml_platform.resources import build_resources
 from ml_platform.resources.policy import ModelPolicy
 from ml_platform_tests.conftest import local_instance
@@ -24,7 +38,7 @@ from ml_platform_tests.ml_support import (
 )
 
 CUTOFF = "2013-01-19"
-ML_ASSETS = ["candidate_logreg", "candidate_hgb", "candidate_forest", "model_selection", "champion_model"]
+ML_ASSETS = [*(c.key for c in CANDIDATES), MODEL_SELECTION, CHAMPION_MODEL]
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +73,21 @@ def test_each_materialization_is_its_own_finished_mlflow_run(ml_env):
     settings, _, result = ml_env
     runs = runs_of(settings, result.run_id)
     names = sorted(r.info.run_name for r in runs)
-    assert names == sorted(f"training/{a}" for a in ML_ASSETS)
+    assert names == sorted(key.to_user_string() for key in ML_ASSETS)
     for run in runs:
         assert run.info.status == "FINISHED"
         tags = run.data.tags
         assert tags["dagster.asset_key"] == run.info.run_name
         assert tags["dagster.run_url"].endswith(f"/runs/{result.run_id}")
         assert "dagster.code_version" in tags
-    candidate = next(r for r in runs if r.info.run_name == "training/candidate_hgb")
+    candidate = next(r for r in runs if r.info.run_name == HGB.key.to_user_string())
     assert candidate.data.params["learning_rate"] == "0.08"
     assert 0.55 < candidate.data.metrics["roc_auc"] < 0.95
     assert candidate.data.tags["dagster.input.training/training_set"] != "unknown"
     artifacts = {a.path for a in client(settings).list_artifacts(candidate.info.run_id, "plots")}
     assert artifacts == {"plots/roc.png", "plots/calibration.png", "plots/confusion.png"}
     # The Dagster side links back to the MLflow run.
-    mat = result.asset_materializations_for_node("training__candidate_hgb")[0]
+    mat = result.asset_materializations_for_node(op_name(HGB.key))[0]
     assert mat.metadata["mlflow_run_id"].value == candidate.info.run_id
     assert mat.metadata["plots"].value.count("data:image/png;base64,") == 3
 
@@ -102,7 +116,7 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(ml_env):
     before = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
     weak = train(settings, instance, training_config(CUTOFF, **WEAK_CANDIDATES))
     assert weak.success
-    decision = weak.output_for_node("training__model_selection")
+    decision = weak.output_for_node(op_name(MODEL_SELECTION))
     assert decision["promote"] is False
     assert any("current champion scores" in r for r in decision["reasons"])
     after = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
@@ -153,7 +167,7 @@ def test_a_failing_materialization_ends_its_mlflow_run_failed(settings, instance
 
 def test_plots_are_valid_png_files(ml_env, tmp_path: Path):
     settings, _, result = ml_env
-    run = next(r for r in runs_of(settings, result.run_id) if r.info.run_name == "training/candidate_logreg")
+    run = next(r for r in runs_of(settings, result.run_id) if r.info.run_name == LOGREG.key.to_user_string())
     local = client(settings).download_artifacts(run.info.run_id, "plots/roc.png", str(tmp_path))
     assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -193,15 +207,67 @@ def test_backtest_reports_weekly_and_frozen_auc_with_a_plot(ml_env):
     }
     result = dg.materialize(
         all_definitions(),
-        selection=dg.AssetSelection.assets(["monitoring", "backtest"]),
+        selection=dg.AssetSelection.assets(BACKTEST),
         resources=build_resources(settings),
         instance=instance,
-        run_config={"ops": {"monitoring__backtest": {"config": config}}},
+        run_config={"ops": {op_name(BACKTEST): {"config": config}}},
     )
-    weeks = result.output_for_node("monitoring__backtest")
+    weeks = result.output_for_node(op_name(BACKTEST))
     assert [w["week_start"] for w in weeks] == ["2013-01-15", "2013-01-18", "2013-01-21"]
     assert all(0.4 < w["auc_weekly_retrain"] < 1 and 0.4 < w["auc_frozen"] < 1 for w in weeks)
-    meta = result.asset_materializations_for_node("monitoring__backtest")[0].metadata
+    meta = result.asset_materializations_for_node(op_name(BACKTEST))[0].metadata
     assert meta["plot"].value.startswith("![weekly AUC](data:image/png;base64,")
     run = client(settings).get_run(meta["mlflow_run_id"].value)
     assert run.data.metrics["weeks"] == 3.0 and run.info.status == "FINISHED"
+
+
+def shallow_tree(max_depth: Annotated[int, Field(ge=1, le=8)] = 3):
+    """A fourth candidate, registered by this test only: a shallow tree on the numeric features."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    numeric = ColumnTransformer([("num", SimpleImputer(strategy="median"), NUMERIC)])
+    tree = DecisionTreeClassifier(max_depth=max_depth, random_state=0)
+    return Pipeline([("features", numeric), ("model", tree)])
+
+
+TREE = Candidate("tree", shallow_tree, "A shallow decision tree on the numeric features.")
+
+
+def test_a_registered_fourth_candidate_is_an_asset_and_competes_in_model_selection(ml_env):
+    settings, instance, _ = ml_env
+    defs = build_definitions(settings, (*CANDIDATES, TREE))
+    graph = defs.resolve_asset_graph()
+    assert graph.get(TREE.key).group_name == "training"
+    assert set(graph.get(TREE.key).parent_keys) == {TRAINING_SET}
+    assert set(graph.get(MODEL_SELECTION).parent_keys) == {
+        TRAINING_SET,
+        *(c.key for c in CANDIDATES),
+        TREE.key,
+    }
+    assert TREE.key in defs.resolve_job_def("retrain").asset_layer.executable_asset_keys
+    # Its launchpad config is its builder's signature.
+    (field,) = defs.get_assets_def(TREE.key).op.config_schema.config_type.fields.items()
+    assert field[0] == "max_depth" and field[1].default_value == 3
+
+    # The other candidates and the training set are as the last training run stored them.
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=[TREE.key, MODEL_SELECTION],
+        resources=defs.resources,
+        instance=instance,
+        run_config={"ops": {op_name(TREE.key): {"config": {"max_depth": 4}}}},
+    )
+    assert result.success
+    runs = {r.info.run_name: r for r in runs_of(settings, result.run_id)}
+    tree_run = runs[TREE.key.to_user_string()]
+    assert tree_run.data.params["max_depth"] == "4"
+    assert 0.5 < tree_run.data.metrics["roc_auc"] < 0.95
+    selection = runs[MODEL_SELECTION.to_user_string()]
+    assert set(selection.data.metrics) >= {f"auc_{c.asset_name}" for c in (*CANDIDATES, TREE)}
+    table = result.asset_materializations_for_node(op_name(MODEL_SELECTION))[0].metadata["candidates"]
+    assert TREE.asset_name in table.value
+    decision = result.output_for_node(op_name(MODEL_SELECTION))
+    assert decision["best"]["name"] in {c.asset_name for c in (*CANDIDATES, TREE)}

@@ -24,21 +24,21 @@ from pandas.testing import assert_frame_equal
 
 import ml_platform.ingestion.source as source_module
 from ml_platform.automation.landing_scan import load_cursor
-from ml_platform.automation.sensors import landing_sensor
 from ml_platform.definitions import build_definitions
-from ml_platform.features.assets import dbt_features
+from ml_platform.features.assets import MODEL_CODE_VERSIONS
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import LandingSource, SourceError, write_frame_atomically
+from ml_platform.keys import FLIGHT_FEATURES, RAW_DAILY
 from ml_platform.resources import build_resources
 from ml_platform_tests.ml_support import all_definitions
 from ml_platform_tests.reliability.bad_deliveries import CASES, Case, deliver_weather, good_frame
 from ml_platform_tests.reliability.support import partition, platform, scalar
 
 BASE = date(2013, 2, 1)  # ingested before any bad file arrives
-FEATURES = dg.AssetKey(["features", "flight_features"])
-RAW = [dg.AssetKey(["raw", "flights"]), dg.AssetKey(["raw", "weather"])]
-INGEST = [*RAW, *dbt_features.keys]
+FEATURES = FLIGHT_FEATURES
+RAW = list(RAW_DAILY)
+INGEST = [*RAW, *MODEL_CODE_VERSIONS]
 
 
 @dataclass
@@ -75,12 +75,12 @@ def tick(defs, instance, cursor):
     with dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
     ) as context:
-        return landing_sensor(context), context
+        return defs.get_sensor_def("landing_sensor")(context), context
 
 
 def ingest(instance, settings, day: date, raise_on_error: bool = True):
     return dg.materialize(
-        all_definitions(),
+        all_definitions(settings),
         selection=INGEST,
         resources=build_resources(settings),
         instance=instance,
@@ -253,7 +253,7 @@ def test_good_files_replacing_the_bad_ones_go_through(world, record):
     ]
     assert ranges == [(days[0].isoformat(), days[-1].isoformat())], ranges
     run = dg.materialize(
-        all_definitions(),
+        all_definitions(world.settings),
         selection=INGEST,
         resources=build_resources(world.settings),
         instance=world.instance,

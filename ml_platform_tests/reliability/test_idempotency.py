@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.testing import assert_frame_equal
 
-from ml_platform.automation.schedules import daily_ingestion_schedule, weekly_retraining_schedule
-from ml_platform.automation.sensors import landing_sensor, retrain_on_degradation_sensor
+from ml_platform import keys
 from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
@@ -38,7 +37,7 @@ DAILY_TABLES = {
 }
 REFERENCE = ["raw.planes", "raw.airports", "raw.airlines"]
 VERSION_COLUMNS = ["model_version", "champion_version"]
-CANDIDATES = ["candidate_logreg", "candidate_hgb", "candidate_forest"]
+CANDIDATES = [c.asset_name for c in keys.CANDIDATES]
 
 
 def _stored(warehouse) -> dict[str, pd.DataFrame]:
@@ -61,7 +60,7 @@ def _metrics(metadata) -> dict[str, float]:
 
 def _node_metrics(result, node: str) -> dict[str, float]:
     assert result.success
-    return _metrics(result.asset_materializations_for_node(f"training__{node}")[0].metadata)
+    return _metrics(result.asset_materializations_for_node(keys.op_name(keys.training(node)))[0].metadata)
 
 
 def _materialize(settings, instance, selection, **kwargs):
@@ -124,7 +123,7 @@ def test_every_asset_materialized_again_stores_the_same_result(trained, record):
         expected="same stored rows; same model metrics and predictions",
         observed=(
             f"{len(after)} tables ({rows} rows) identical; metrics of the 3 candidates identical "
-            f"(hgb AUC {second_metrics['candidate_hgb']['roc_auc']:.4f} twice); champion "
+            f"(hgb AUC {second_metrics[keys.HGB.asset_name]['roc_auc']:.4f} twice); champion "
             f"v{first_champion.version} and v{second_champion.version} predict identical probabilities"
         ),
         rows_lost=0,
@@ -149,6 +148,8 @@ def test_automation_evaluated_again_requests_nothing_twice(tmp_path, record):
                 requests = [result]
             return list(requests or []), cursor
 
+        landing_sensor = defs.get_sensor_def("landing_sensor")
+        retrain_on_degradation_sensor = defs.get_sensor_def("retrain_on_degradation_sensor")
         first, cursor = sense(landing_sensor, None)
         again, cursor_again = sense(landing_sensor, cursor)
         restarted, _ = sense(landing_sensor, None)  # a daemon that lost its cursor
@@ -162,20 +163,21 @@ def test_automation_evaluated_again_requests_nothing_twice(tmp_path, record):
         assert retrain_first == [] and retrain_again == []
 
         tick = datetime(2013, 1, 4, 6, tzinfo=UTC)
-        keys = []
-        for schedule in (daily_ingestion_schedule, weekly_retraining_schedule):
+        run_keys = []
+        for name in ("daily_ingestion_schedule", "weekly_retraining_schedule"):
+            schedule = defs.get_schedule_def(name)
             for _ in range(2):
                 with dg.build_schedule_context(
                     instance=instance, scheduled_execution_time=tick, resources=defs.resources
                 ) as context:
                     result = schedule(context)
-                keys.append((schedule.name, getattr(result, "run_key", None) or type(result).__name__))
-        assert keys[0] == keys[1] and keys[2] == keys[3], keys
+                run_keys.append((schedule.name, getattr(result, "run_key", None) or type(result).__name__))
+        assert run_keys[0] == run_keys[1] and run_keys[2] == run_keys[3], run_keys
     record(
         fault="sensors re-evaluated from the same cursor; schedules evaluated twice for one tick",
         expected="nothing requested twice (no request, or the same run key)",
         observed=(
             f"landing sensor: 1 request, then none; restarted without cursor: same run key "
-            f"{first[0].run_key[:32]}...; schedules: {keys[0][1]} twice, {keys[2][1]} twice"
+            f"{first[0].run_key[:32]}...; schedules: {run_keys[0][1]} twice, {run_keys[2][1]} twice"
         ),
     )

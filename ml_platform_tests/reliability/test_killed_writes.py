@@ -22,10 +22,11 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from ml_platform.automation.jobs import IN_ONE_PROCESS
-from ml_platform.features.assets import dbt_features
+from ml_platform.features.assets import MODEL_CODE_VERSIONS
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import write_frame_atomically
+from ml_platform.keys import CANDIDATES, CHAMPION_MODEL, MODEL_SELECTION, RAW_DAILY, TRAINING_SET
 from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import CHAMPION
 from ml_platform_tests.ml_support import all_definitions
@@ -44,8 +45,8 @@ from ml_platform_tests.reliability.support import (
 )
 
 D1, D2, D3 = "2013-01-02", "2013-01-03", "2013-01-04"
-RAW = ["raw/flights", "raw/weather"]
-DBT = [key.to_user_string() for key in dbt_features.keys]
+RAW = [key.to_user_string() for key in RAW_DAILY]
+DBT = [key.to_user_string() for key in MODEL_CODE_VERSIONS]
 FORCE = {"ml_platform/force_rebuild": "true"}
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -222,12 +223,8 @@ def test_a_daemon_launched_run_killed_mid_write_is_marked_failed(landed, record)
 # --- the registry ------------------------------------------------------------------------------------
 
 TRAINING = [
-    "training/training_set",
-    "training/candidate_logreg",
-    "training/candidate_hgb",
-    "training/candidate_forest",
-    "training/model_selection",
-    "training/champion_model",
+    key.to_user_string()
+    for key in (TRAINING_SET, *(c.key for c in CANDIDATES), MODEL_SELECTION, CHAMPION_MODEL)
 ]
 
 
@@ -293,7 +290,7 @@ def test_a_promotion_killed_before_the_alias_moves_leaves_the_champion(trained, 
 
         again = dg.materialize(
             all_definitions(),
-            selection=[dg.AssetKey.from_user_string("training/champion_model")],
+            selection=[CHAMPION_MODEL],
             resources=resources,
             instance=instance,
             raise_on_error=False,

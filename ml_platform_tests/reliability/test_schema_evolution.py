@@ -15,12 +15,13 @@ import duckdb
 import pandas as pd
 from pandas.testing import assert_frame_equal
 
-from ml_platform.ingestion.assets import raw_daily_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.schemas import FLIGHTS
 from ml_platform.ingestion.source import PackagedSource, write_frame_atomically
+from ml_platform.keys import RAW_FLIGHTS
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse import WarehouseIOManager
+from ml_platform_tests.ml_support import raw_daily_assets
 from ml_platform_tests.reliability.support import partition, platform
 
 DAY = date(2013, 4, 2)
@@ -36,7 +37,7 @@ def test_a_new_upstream_column_in_the_middle_is_ignored_by_name_with_a_warning(t
         land_days(DAY, 2, env.landing, echo=lambda _: None)
         resources = build_resources(settings)
         assert dg.materialize(
-            raw_daily_assets, resources=resources, instance=instance, partition_key=str(DAY)
+            raw_daily_assets(settings), resources=resources, instance=instance, partition_key=str(DAY)
         )
         clean = partition(env.warehouse, "raw.flights", "flight_date", str(DAY))
 
@@ -49,7 +50,7 @@ def test_a_new_upstream_column_in_the_middle_is_ignored_by_name_with_a_warning(t
         write_frame_atomically(evolved, path)
 
         result = dg.materialize(
-            raw_daily_assets, resources=resources, instance=instance, partition_key=str(DAY)
+            raw_daily_assets(settings), resources=resources, instance=instance, partition_key=str(DAY)
         )
         assert result.success
         stored = partition(env.warehouse, "raw.flights", "flight_date", str(DAY))
@@ -90,7 +91,7 @@ def test_a_frame_in_another_column_order_is_stored_by_name(tmp_path, instance, r
 
     # A declared table (created from the declaration), an undeclared one (created from the first
     # frame's order, then written again in the reverse order) and a reference in the clean order.
-    assert store(["raw", "flights"], reordered).success
+    assert store(RAW_FLIGHTS.path, reordered).success
     assert store(["scratch", "flights"], frame).success
     assert store(["scratch", "flights"], reordered).success
     assert store(["scratch", "reference"], frame).success

@@ -19,9 +19,9 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 import ml_platform
-from ml_platform.automation.alerts import alert_on_run_failure
 from ml_platform.config import REPO_ROOT, load_settings
 from ml_platform.definitions import build_definitions
+from ml_platform.keys import CHAMPION_MODEL, MODEL_SELECTION, TRAINING_SET, op_name
 from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform_tests.ml_support import SERVING, all_definitions
@@ -30,10 +30,7 @@ from ml_platform_tests.reliability.support import _environ
 
 PASSWORD = "pw-5ecr3t-9c1d"
 WEBHOOK_TOKEN = "XOXB-hook-token-44f1"
-SELECT_AND_PROMOTE = [
-    dg.AssetKey(["training", "model_selection"]),
-    dg.AssetKey(["training", "champion_model"]),
-]
+SELECT_AND_PROMOTE = [MODEL_SELECTION, CHAMPION_MODEL]
 
 
 class Webhook:
@@ -98,7 +95,7 @@ def everything_recorded(instance, run_ids, tracking: MlflowTracking) -> dict[str
     return out
 
 
-def alert_for(instance, run_id: str, resources) -> None:
+def alert_for(instance, run_id: str, resources, defs) -> None:
     run = instance.get_run_by_id(run_id)
     (failure,) = [
         r.event_log_entry.dagster_event
@@ -111,7 +108,7 @@ def alert_for(instance, run_id: str, resources) -> None:
         dagster_event=failure,
         resources={"notifier": resources["notifier"]},
     ) as context:
-        alert_on_run_failure(context.for_run_failure())
+        defs.get_sensor_def("alert_on_run_failure")(context.for_run_failure())
 
 
 def test_secrets_from_the_environment_reach_no_log_metadata_or_tag(trained, tmp_path, caplog, record):
@@ -129,10 +126,13 @@ def test_secrets_from_the_environment_reach_no_log_metadata_or_tag(trained, tmp_
             defs = build_definitions(settings)
             runs = [
                 dg.materialize(
-                    all_definitions(), selection=SELECT_AND_PROMOTE, resources=resources, instance=instance
+                    all_definitions(settings),
+                    selection=SELECT_AND_PROMOTE,
+                    resources=resources,
+                    instance=instance,
                 ),
                 dg.materialize(
-                    all_definitions(),
+                    all_definitions(settings),
                     selection=SERVING,
                     resources=resources,
                     instance=instance,
@@ -141,16 +141,16 @@ def test_secrets_from_the_environment_reach_no_log_metadata_or_tag(trained, tmp_
             ]
             assert all(r.success for r in runs)
             failed = dg.materialize(
-                all_definitions(),
-                selection=[dg.AssetKey(["training", "training_set"])],
+                all_definitions(settings),
+                selection=[TRAINING_SET],
                 resources=resources,
                 instance=instance,
                 run_config=trained.run_config()
-                | {"ops": {"training__training_set": {"config": {"cutoff": "2013-09-01"}}}},
+                | {"ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-09-01"}}}},
                 raise_on_error=False,
             )
             assert not failed.success
-            alert_for(instance, failed.run_id, resources)
+            alert_for(instance, failed.run_id, resources, defs)
             assert len(webhook.received) == 1 and webhook.received[0][0].endswith(WEBHOOK_TOKEN)
             assert any(h.startswith("Basic ") for h in proxy.authorization)  # credentials were used
             recorded = everything_recorded(
@@ -193,14 +193,14 @@ def test_a_tracking_outage_never_writes_the_credentials_into_the_error(trained, 
             resources = build_resources(settings)
             resources["mlflow"] = resources["mlflow"].model_copy(update={"max_retries": 0})
             result = dg.materialize(
-                all_definitions(),
+                all_definitions(settings),
                 selection=SELECT_AND_PROMOTE,
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,
             )
             assert not result.success
-            alert_for(instance, result.run_id, resources)
+            alert_for(instance, result.run_id, resources, build_definitions(settings))
             events = "\n".join(serialize_value(e) for e in instance.all_logs(result.run_id))
             alert = b"".join(body for _, body in webhook.received).decode()
     finally:

@@ -19,16 +19,15 @@ import pytest
 
 import ml_platform
 from ml_platform.automation.landing_scan import load_cursor
-from ml_platform.automation.sensors import landing_sensor
 from ml_platform.config import REPO_ROOT
 from ml_platform.definitions import build_definitions
-from ml_platform.ingestion.assets import raw_daily_assets
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import LandingSource, SourceError
 from ml_platform.partitions import day_of
 from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import MlflowTracking
 from ml_platform.resources.warehouse import WarehouseError, ident
+from ml_platform_tests.ml_support import raw_daily_assets
 from ml_platform_tests.reliability.support import platform, scalar
 
 # --- SQL ---------------------------------------------------------------------------------------------
@@ -101,12 +100,12 @@ def test_every_sql_statement_binds_or_validates_what_it_includes(tmp_path, recor
     with platform(tmp_path) as (env, settings, instance):
         resources = build_resources(settings)
         assert dg.materialize(
-            raw_daily_assets, resources=resources, instance=instance, partition_key="2013-01-01"
+            raw_daily_assets(settings), resources=resources, instance=instance, partition_key="2013-01-01"
         )
         before = int(scalar(env.warehouse, "select count(*) from raw.flights"))
         with pytest.raises(Exception, match="(?i)partition"):
             dg.materialize(
-                raw_daily_assets,
+                raw_daily_assets(settings),
                 resources=resources,
                 instance=instance,
                 partition_key="2013-01-01'; delete from raw.flights; --",
@@ -176,10 +175,10 @@ def test_the_landing_sensor_and_source_never_open_a_file_outside_the_root(tmp_pa
             with dg.build_sensor_context(
                 instance=instance, definitions=defs, resources=defs.resources
             ) as context:
-                result = landing_sensor(context)
+                result = defs.get_sensor_def("landing_sensor")(context)
             runs = [
                 dg.materialize(
-                    raw_daily_assets,
+                    raw_daily_assets(settings),
                     resources=build_resources(settings),
                     instance=instance,
                     partition_key=day,
