@@ -14,7 +14,15 @@ from ml_platform.automation.sensors import MONITORING_CHECKS
 from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.landing import land_days
 from ml_platform.ingestion.source import PackagedSource
-from ml_platform.keys import FEATURE_DRIFT, FLIGHT_FEATURES, PREDICTION_QUALITY, PREDICTIONS, RAW_DAILY
+from ml_platform.keys import (
+    FEATURE_DRIFT,
+    FLIGHT_FEATURES,
+    PREDICTION_QUALITY,
+    PREDICTIONS,
+    RAW_DAILY,
+    TRAINING_SET,
+    op_name,
+)
 
 
 @pytest.fixture
@@ -182,7 +190,7 @@ def test_weekly_retraining_targets_the_newest_full_window(instance, weekly_retra
     assert isinstance(weekly_retraining_schedule(context), dg.SkipReason)
     report_features(instance, ["2013-03-01", "2013-03-20", "2013-03-10"])
     request = weekly_retraining_schedule(dg.build_schedule_context(instance=instance))
-    config = request.run_config["ops"]["training__training_set"]["config"]
+    config = request.run_config["ops"][op_name(TRAINING_SET)]["config"]
     assert config == {"cutoff": "2013-03-14", "window_days": 28, "holdout_days": 7}
     assert request.run_key == "retrain:2013-03-14"
 

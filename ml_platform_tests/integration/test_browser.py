@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ml_platform.keys import RAW
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT
 from ml_platform_tests.ml_support import all_definitions
 from ml_platform_tests.services import BIN, free_port, process, wait_for_http
@@ -16,7 +17,7 @@ from ml_platform_tests.services import BIN, free_port, process, wait_for_http
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SHOTS = TEST_OUTPUT / "browser"
-AIRLINES = dg.AssetKey(["raw", "airlines"])
+AIRLINES = RAW["airlines"]
 GROUPS = {"ingestion", "features", "training", "serving", "monitoring"}
 
 if not (CHROMIUM and CHROMEDRIVER):

@@ -12,6 +12,7 @@ import pytest
 
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
+from ml_platform.keys import FLIGHT_FEATURES, PREDICTIONS
 from ml_platform_tests.conftest import REPO_ROOT, TEST_OUTPUT, local_instance
 from ml_platform_tests.ml_support import materialize_features, train, training_config
 from ml_platform_tests.services import (
@@ -26,8 +27,7 @@ from ml_platform_tests.services import (
     wait_for_http,
 )
 
-FEATURES = dg.AssetKey(["features", "flight_features"])
-PREDICTIONS = dg.AssetKey(["serving", "predictions"])
+FEATURES = FLIGHT_FEATURES
 DAYS = ["2013-01-25", "2013-01-26", "2013-01-27"]
 
 

@@ -24,6 +24,7 @@ import yaml
 from dagster import DagsterEventType
 
 from ml_platform.automation.jobs import IN_ONE_PROCESS
+from ml_platform.keys import CANDIDATES, CHAMPION_MODEL, RAW_FLIGHTS, TRAINING_SET, op_name
 from ml_platform_tests.conftest import REPO_ROOT
 from ml_platform_tests.integration.live_services import (
     CHECK_EXECUTIONS,
@@ -55,9 +56,7 @@ FIRST_DAY = date(2013, 1, 5)
 BACKFILL_DAYS = [FIRST_DAY + timedelta(days=i) for i in range(1, 10)]  # 2013-01-06 .. 2013-01-14
 # Trained on the first week, evaluated on the three days after it: all ten days ingested above.
 TRAINING_RUN_CONFIG = {
-    "ops": {
-        "training__training_set": {"config": {"cutoff": "2013-01-12", "window_days": 7, "holdout_days": 3}}
-    }
+    "ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-01-12", "window_days": 7, "holdout_days": 3}}}
 }
 
 PG = {
@@ -305,7 +304,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         flights = graphql(
             url,
             CHECK_EXECUTIONS,
-            {"assetKey": {"path": ["raw", "flights"]}, "checkName": "row_count_matches_source"},
+            {"assetKey": {"path": RAW_FLIGHTS.path}, "checkName": "row_count_matches_source"},
         )["assetCheckExecutions"]
         passed = {e["runId"] for e in flights if e["status"] == "SUCCEEDED" and e["evaluation"]["success"]}
         assert {first_id, *backfill_ids} <= passed, flights
@@ -313,7 +312,7 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         gate = graphql(
             url,
             CHECK_EXECUTIONS,
-            {"assetKey": {"path": ["training", "champion_model"]}, "checkName": "champion_passed_gate"},
+            {"assetKey": {"path": CHAMPION_MODEL.path}, "checkName": "champion_passed_gate"},
         )["assetCheckExecutions"]
         assert [(e["runId"], e["status"]) for e in gate] == [(retrain_id, "SUCCEEDED")], gate
         pg_runs = dict(_pg_query(databases["dagster"], "select status, count(*) from runs group by status"))
@@ -342,8 +341,8 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
             [experiment.experiment_id], filter_string=f"tags.`dagster.run_id` = '{retrain_id}'"
         )
         by_asset = {r.data.tags["dagster.asset_key"]: r for r in runs}
-        candidates = [k for k in by_asset if k.startswith("training/candidate_")]
-        assert len(candidates) == 3, sorted(by_asset)
+        candidates = [k for k in by_asset if k in {c.key.to_user_string() for c in CANDIDATES}]
+        assert len(candidates) == len(CANDIDATES), sorted(by_asset)
         assert all(r.info.status == "FINISHED" for r in runs), [
             (r.info.run_name, r.info.status) for r in runs
         ]
