@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: lock setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -100,6 +100,17 @@ test-stock: setup
 # platform's instance storages, SQLite and PostgreSQL.
 test-conformance: setup
 	$(BIN)/python -m ml_platform_tests.conformance
+
+# Asset checks in CI (the recipe the README's "In CI" gives): the definitions load, dbt compiles,
+# and a sample day of ingestion + features materializes on a throwaway instance and warehouse with
+# every blocking check passing; a failure names the asset, partition and check.
+CHECK_DAY ?= 2013-01-01
+check: setup
+	$(BIN)/dg check defs
+	tmp=$$(mktemp -d) && ML_PLATFORM_WAREHOUSE=$$tmp/warehouse.duckdb $(BIN)/dbt compile --quiet \
+		--project-dir dbt_project --profiles-dir dbt_project --target-path $$tmp/target; \
+		status=$$?; rm -rf $$tmp; exit $$status
+	$(BIN)/python -m ml_platform.ci_check --day $(CHECK_DAY)
 
 # Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
 bench: setup
