@@ -1,0 +1,47 @@
+"""Asset checks in CI (`make check`'s last step): a sample day materialized on a throwaway
+instance passes when the delivery is good, and fails naming the asset, partition and check when a
+blocking check fails. Real processes, real landing files, real DuckDB and dbt."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+from ml_platform.ingestion.landing import land_days
+from ml_platform_tests.conftest import REPO_ROOT
+from ml_platform_tests.reliability.bad_deliveries import duplicate_keys
+
+GOOD, BAD = date(2013, 1, 2), date(2013, 1, 3)
+
+
+def check(day: date, landing, tmp_path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "ML_PLATFORM_SOURCE": "landing",
+        "ML_PLATFORM_LANDING_ROOT": str(landing),
+        # Anything left in the environment must not reach the throwaway instance or stores.
+        "ML_PLATFORM_DATA_DIR": str(tmp_path / "not-used"),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = [sys.executable, "-m", "ml_platform.ci_check", "--day", day.isoformat()]
+    return subprocess.run(args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_make_check_passes_a_good_day_and_names_the_failing_blocking_check(tmp_path):
+    landing = tmp_path / "landing"
+    land_days(GOOD, 2, landing, echo=lambda *_: None)
+    bad_file = duplicate_keys(landing, BAD)
+
+    good = check(GOOD, landing, tmp_path)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert f"ingestion, features of {GOOD}: every blocking check passed" in good.stdout
+
+    bad = check(BAD, landing, tmp_path)
+    assert bad.returncode == 1, bad.stdout[-2000:]
+    failures = [line for line in bad.stderr.splitlines() if line.startswith("ml-platform check:")]
+    assert any(f"raw/flights [{BAD}]: blocking check key_unique failed" in line for line in failures), (
+        failures
+    )
+    assert bad_file.exists()
+    # Nothing was written where the environment pointed: the check runs on its own stores.
+    assert not (tmp_path / "not-used").exists()
