@@ -55,6 +55,9 @@ def build_assets(
 def build_definitions(
     settings: Settings | None = None, candidates: Sequence[Candidate] = CANDIDATES
 ) -> Definitions:
+    """The code location for ``settings`` (None: read from the environment) with ``candidates``
+    competing for champion. Every call builds its own assets, sensors and schedules, so
+    definitions built from different settings in one process share nothing that depends on them."""
     settings = settings or load_settings()
     partitions = daily_partitions_for(settings)
     ingest_days_job = build_ingest_days_job(partitions)

@@ -1,6 +1,7 @@
 """Helpers for tests that run the ML assets: a warehouse with features, and run configs."""
 
 import dagster as dg
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.definitions import build_definitions
@@ -44,13 +45,26 @@ def dbt_features(settings):
     return build_dbt_features(daily_partitions_for(settings))
 
 
+def run(settings, instance, selection, resources: dict | None = None, **kwargs):
+    """One in-process run of the definitions of ``settings`` on ``instance``. Dagster reads the
+    definitions' state storage from a context variable that whichever instance was entered last
+    set; a module-scoped instance outlives the tests around it, so the run names its own."""
+    with set_defs_state_storage(instance.defs_state_storage):
+        return dg.materialize(
+            all_definitions(settings),
+            selection=selection,
+            resources=resources or build_resources(settings),
+            instance=instance,
+            **kwargs,
+        )
+
+
 def materialize_features(settings, instance, start: str, end: str):
     """Raw data and features for [start, end] (inclusive) in one single-run backfill."""
-    return dg.materialize(
-        all_definitions(),
-        selection=RAW_AND_FEATURES,
-        resources=build_resources(settings),
-        instance=instance,
+    return run(
+        settings,
+        instance,
+        RAW_AND_FEATURES,
         tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
     )
 
@@ -69,26 +83,15 @@ def training_config(cutoff: str, window_days: int = 14, holdout_days: int = 4, *
 
 
 def train(settings, instance, run_config: dict, raise_on_error: bool = True):
-    return dg.materialize(
-        all_definitions(),
-        selection=TRAINING,
-        resources=build_resources(settings),
-        instance=instance,
-        run_config=run_config,
-        raise_on_error=raise_on_error,
-    )
+    return run(settings, instance, TRAINING, run_config=run_config, raise_on_error=raise_on_error)
 
 
 def predict(
     settings, instance, partition_key: str, selection=SERVING, raise_on_error: bool = True, **overrides
 ):
-    return dg.materialize(
-        all_definitions(),
-        selection=selection,
-        resources={**build_resources(settings), **overrides},
-        instance=instance,
-        partition_key=partition_key,
-        raise_on_error=raise_on_error,
+    resources = {**build_resources(settings), **overrides}
+    return run(
+        settings, instance, selection, resources, partition_key=partition_key, raise_on_error=raise_on_error
     )
 
 
