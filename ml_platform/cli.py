@@ -1,11 +1,19 @@
-"""``ml-platform``: console commands around the platform."""
+"""``ml-platform``: console commands around the platform, in the environment `make dev` gives the
+UI (``ml_platform/local_env.py``): the same instance, warehouse and tracking store.
+
+``ml-platform dagster ...`` and ``ml-platform dg ...`` run Dagster's CLIs in that environment.
+"""
 
 import argparse
 import sys
 from datetime import date
 from pathlib import Path
 
-from ml_platform.config import load_settings
+from ml_platform import local_env
+from ml_platform.config import SettingsError, load_settings
+
+# Dagster's own CLIs, run in the platform's environment with their arguments untouched.
+TOOLS = ("dagster", "dg")
 
 
 def _date(value: str) -> date:
@@ -31,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lineage.add_argument("flight_id", help="e.g. 20130125-UA-1545-EWR-0515")
     lineage.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sub.add_parser("check", help="materialize a sample day on a throwaway instance; fail on a blocking check")
+    for tool in TOOLS:
+        sub.add_parser(tool, help=f"run `{tool} ...` on the instance the UI shows", add_help=False)
     return parser
 
 
@@ -43,6 +54,13 @@ def _lineage(args) -> int:
     from ml_platform.resources import build_resources
 
     settings = load_settings()
+    if not settings.warehouse_path.exists():
+        print(
+            f"ml-platform lineage: no warehouse at {settings.warehouse_path}: materialize the day's "
+            "predictions first (or set ML_PLATFORM_WAREHOUSE / ML_PLATFORM_DATA_DIR)",
+            file=sys.stderr,
+        )
+        return 2
     resources = build_resources(settings)
     with DagsterInstance.get() as instance:
         try:
@@ -57,19 +75,27 @@ def _lineage(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "land":
-        from ml_platform.ingestion.landing import land_days
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        return local_env.exec_tool(argv[0], argv[1:])
+    if argv and argv[0] == "check":
+        from ml_platform import ci_check
 
-        try:
-            # Inside the try: a malformed setting (SettingsError) is a usage error, not a traceback.
+        return ci_check.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        # A missing or malformed setting is a usage error that names it, not a traceback.
+        local_env.apply()
+        if args.command == "land":
+            from ml_platform.ingestion.landing import land_days
+
             root = args.to or load_settings().landing_root
             land_days(args.start, args.days, root, args.format, reference=not args.no_reference)
-        except ValueError as exc:
-            print(f"ml-platform land: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "lineage":
-        return _lineage(args)
+        if args.command == "lineage":
+            return _lineage(args)
+    except (SettingsError, local_env.MissingSetting, ValueError) as exc:
+        print(f"ml-platform {args.command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
