@@ -5,20 +5,25 @@ dagster-mlflow's ``mlflow_tracking`` opens one MLflow run per Dagster run (named
 run named ``<asset key>[<partition>]``, tagged with the Dagster run, asset, partition, code
 version and input data versions, ended FINISHED or FAILED, and logged in a fixed number of
 batched calls. Tracking requests retry with backoff on 429/5xx (MLflow's own HTTP retry,
-configured here) and then fail with a message naming the tracking server.
+configured here), on the embedded SQLite store while another process holds its lock, and then
+fail with a message naming the tracking server. The SQLite store's schema is created once for
+all processes, and the experiment as a model-training (not GenAI) one (``mlflow_store``).
 """
 
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, MetadataValue
 from pydantic import Field, field_validator
+
+from ml_platform.resources import mlflow_store
+from ml_platform.resources.mlflow_store import MODEL_TRAINING_VIEW
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -56,8 +61,11 @@ def _dagster_tags(context) -> dict[str, str]:
 class TrackedRun:
     """An open MLflow run; params, metrics and tags are buffered and sent in one batch."""
 
-    def __init__(self, mlflow_module, run_id: str, experiment_id: str, ui_url: str | None):
+    def __init__(
+        self, mlflow_module, run_id: str, experiment_id: str, ui_url: str | None, retrying: Callable
+    ):
         self._mlflow = mlflow_module
+        self._retrying = retrying
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._ui_url = ui_url
@@ -69,7 +77,8 @@ class TrackedRun:
     def url(self) -> str | None:
         if not self._ui_url:
             return None
-        return f"{self._ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        base = self._ui_url.rstrip("/")
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}?{MODEL_TRAINING_VIEW}"
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._params.update({k: str(v) for k, v in params.items()})
@@ -86,17 +95,18 @@ class TrackedRun:
     def log_dataset(self, frame, name: str, context: str) -> None:
         """Record a frame as an MLflow dataset input (name, digest, schema), not its rows."""
 
-        from mlflow.exceptions import RestException
+        from mlflow.exceptions import MlflowException
 
         dataset = self._mlflow.data.from_pandas(frame, name=name, targets="arrived_late")
         try:
-            self._mlflow.log_input(dataset, context=context)
-        except RestException:
+            self._retrying(self._mlflow.log_input, dataset, context=context)
+        except MlflowException:
             # Candidates trained in parallel log the same dataset (same name and digest) into one
-            # experiment; the server creates it once and refuses the loser of that race with a
-            # 400. The second call finds the stored dataset and only links it to this run.
+            # experiment; the store creates it once and refuses the loser of that race (a 400
+            # from a server, a unique constraint from SQLite). The second call finds the stored
+            # dataset and only links it to this run.
             time.sleep(0.5)
-            self._mlflow.log_input(dataset, context=context)
+            self._retrying(self._mlflow.log_input, dataset, context=context)
 
     def log_dict(self, data: dict, name: str) -> None:
         self._mlflow.log_dict(data, name)
@@ -133,7 +143,8 @@ class TrackedRun:
 
         now = int(time.time() * 1000)
         if self._params or self._metrics or self._tags:
-            self._mlflow.tracking.MlflowClient().log_batch(
+            self._retrying(
+                self._mlflow.tracking.MlflowClient().log_batch,
                 self.run_id,
                 metrics=[Metric(k, v, now, 0) for k, v in self._metrics.items()],
                 params=[Param(k, v) for k, v in self._params.items()],
@@ -159,7 +170,9 @@ class MlflowTracking(ConfigurableResource):
     )
     ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI, for links")
     dagster_url: str = Field(default="http://127.0.0.1:3000", description="Base URL of the Dagster UI")
-    max_retries: int = Field(default=3, description="HTTP retries on 429/5xx before failing")
+    max_retries: int = Field(
+        default=3, description="Retries on HTTP 429/5xx, or on a locked SQLite store, before failing"
+    )
     backoff_factor: int = Field(default=1, description="Exponential backoff factor (seconds) between retries")
     timeout_seconds: int = Field(default=30, description="Timeout of one tracking request")
 
@@ -179,7 +192,14 @@ class MlflowTracking(ConfigurableResource):
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        self._retrying(mlflow_store.prepare, self.tracking_uri)
         return mlflow
+
+    def _retrying(self, call, *args, **kwargs):
+        """``call(*args, **kwargs)``, retried while the SQLite store is locked by another
+        process's write; server URIs have MLflow's HTTP retry instead."""
+        retries = self.max_retries if mlflow_store.sqlite_database(self.tracking_uri) else 0
+        return mlflow_store.retry_while_locked(lambda: call(*args, **kwargs), retries, self.backoff_factor)
 
     def client(self):
         from mlflow.tracking import MlflowClient
@@ -187,29 +207,19 @@ class MlflowTracking(ConfigurableResource):
         self._mlflow()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def _experiment_id(self, mlflow) -> str:
-        experiment = mlflow.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return mlflow.create_experiment(self.experiment, artifact_location=self.artifact_location)
-        except Exception:  # noqa: BLE001 - another process may have created it meanwhile
-            experiment = mlflow.get_experiment_by_name(self.experiment)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
-
     @contextmanager
     def materialization_run(self, context, *, tags: dict[str, Any] | None = None) -> Iterator[TrackedRun]:
         """An MLflow run for the asset being materialized: FINISHED on success, FAILED on error."""
         try:
             mlflow = self._mlflow()
-            experiment_id = self._experiment_id(mlflow)
+            experiment_id = self._retrying(
+                mlflow_store.model_training_experiment, mlflow, self.experiment, self.artifact_location
+            )
         except Exception as exc:  # noqa: BLE001
             raise TrackingError(
                 f"MLflow tracking at {self.where} is unavailable: {redact(str(exc))}"
             ) from None  # the client's own exception quotes the URL, credentials included
-        self._close_orphaned_runs(mlflow, experiment_id, context)
+        self._retrying(self._close_orphaned_runs, mlflow, experiment_id, context)
         name = context.asset_key.to_user_string()
         if context.has_partition_key:
             name += f"[{_dagster_tags(context)['dagster.partition_key']}]"
@@ -218,8 +228,8 @@ class MlflowTracking(ConfigurableResource):
             "dagster.run_url": f"{self.dagster_url.rstrip('/')}/runs/{context.run_id}",
             **{k: str(v) for k, v in (tags or {}).items()},
         }
-        active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=run_tags)
-        tracked = TrackedRun(mlflow, active.info.run_id, experiment_id, self._ui_base())
+        active = self._retrying(mlflow.start_run, experiment_id=experiment_id, run_name=name, tags=run_tags)
+        tracked = TrackedRun(mlflow, active.info.run_id, experiment_id, self._ui_base(), self._retrying)
         status = "FAILED"
         try:
             yield tracked
@@ -233,7 +243,7 @@ class MlflowTracking(ConfigurableResource):
             raise
         finally:
             try:
-                mlflow.end_run(status=status)
+                mlflow_store.end_run(mlflow, tracked.run_id, status, self._retrying)
             except Exception as exc:  # noqa: BLE001
                 context.log.error(
                     f"could not end MLflow run {tracked.run_id} as {status}: {redact(str(exc))}"
@@ -279,15 +289,18 @@ class MlflowTracking(ConfigurableResource):
         """Register a logged model as a new version with its tags in the same call, so no alias
         can ever point at an untagged version; returns the version number."""
         mlflow = self._mlflow()
-        version = mlflow.register_model(
-            model_uri, self.registered_model_name, tags={k: str(v) for k, v in tags.items()}
+        version = self._retrying(
+            mlflow.register_model,
+            model_uri,
+            self.registered_model_name,
+            tags={k: str(v) for k, v in tags.items()},
         )
         return str(version.version)
 
     def version_with_source(self, model_uri: str):
         """The registered version of this logged model, if it was registered before."""
         client = self.client()
-        for version in client.search_model_versions(f"name='{self.registered_model_name}'"):
+        for version in self._retrying(client.search_model_versions, f"name='{self.registered_model_name}'"):
             if version.source == model_uri:
                 return version
         return None
@@ -295,17 +308,17 @@ class MlflowTracking(ConfigurableResource):
     def set_version_tags(self, version: str, tags: dict[str, Any]) -> None:
         client = self.client()
         for key, value in tags.items():
-            client.set_model_version_tag(self.registered_model_name, version, key, str(value))
+            self._retrying(client.set_model_version_tag, self.registered_model_name, version, key, str(value))
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client().set_registered_model_alias(self.registered_model_name, alias, version)
+        self._retrying(self.client().set_registered_model_alias, self.registered_model_name, alias, version)
 
     def version_for(self, alias: str):
         """The model version carrying ``alias``, or None."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client().get_model_version_by_alias(self.registered_model_name, alias)
+            return self._retrying(self.client().get_model_version_by_alias, self.registered_model_name, alias)
         except MlflowException as exc:
             # Only "no such alias / model" means there is none; an unreachable registry must fail
             # loudly, or the gate would promote a candidate without comparing it to the champion.
