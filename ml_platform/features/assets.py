@@ -103,17 +103,6 @@ def build_dbt_features(partitions: PartitionsDefinition) -> AssetsDefinition:
     return dbt_features
 
 
-def __getattr__(name: str):
-    """``dbt_features`` on the partitions of the environment's settings, for code that runs the
-    dbt models without building the definitions; the code location builds its own."""
-    if name == "dbt_features":
-        from ml_platform.config import load_settings
-        from ml_platform.partitions import daily_partitions_for
-
-        return build_dbt_features(daily_partitions_for(load_settings()))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
     partitions = context.partition_keys
     fingerprints = current_fingerprints(context.instance, models_code_version(context), partitions)

@@ -170,16 +170,5 @@ def build_raw_daily_assets(partitions: PartitionsDefinition) -> list:
     return [build_daily_raw_asset(spec, partitions) for spec in DAILY_TABLES.values()]
 
 
-def __getattr__(name: str):
-    """``raw_daily_assets`` on the partitions of the environment's settings, for code that runs
-    them without building the definitions; the code location builds its own."""
-    if name == "raw_daily_assets":
-        from ml_platform.config import load_settings
-        from ml_platform.partitions import daily_partitions_for
-
-        return build_raw_daily_assets(daily_partitions_for(load_settings()))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # Reference tables are replaced whole: nothing about them depends on the settings.
 raw_reference_assets = [build_reference_asset(spec) for spec in REFERENCE_TABLES.values()]

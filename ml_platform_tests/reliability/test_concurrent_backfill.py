@@ -28,12 +28,18 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ml_platform.automation.execution import PRELOADED
 from ml_platform.automation.jobs import IN_ONE_PROCESS
-from ml_platform.features.assets import dbt_features
-from ml_platform.ingestion.assets import raw_daily_assets, raw_reference_assets
+from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse import connect
 from ml_platform.runtime import status
-from ml_platform_tests.ml_support import SERVING, all_definitions, train, training_config
+from ml_platform_tests.ml_support import (
+    SERVING,
+    all_definitions,
+    dbt_features,
+    raw_daily_assets,
+    train,
+    training_config,
+)
 from ml_platform_tests.reliability.dbt_fault import faulty_dbt
 from ml_platform_tests.reliability.run_workers import (
     ProcessParents,
@@ -286,7 +292,11 @@ def test_a_reader_holding_the_warehouse_makes_a_raw_write_wait_not_fail(tmp_path
         holder = hold_read_lock(env.warehouse, 4)
         started = time.monotonic()
         result = dg.materialize(
-            raw_daily_assets, resources=resources, instance=instance, partition_key=DAY, raise_on_error=False
+            raw_daily_assets(settings),
+            resources=resources,
+            instance=instance,
+            partition_key=DAY,
+            raise_on_error=False,
         )
         waited = time.monotonic() - started
         holder.wait(timeout=30)
@@ -305,13 +315,14 @@ def test_a_reader_holding_the_warehouse_makes_dbt_wait_not_fail(tmp_path, record
     with platform(tmp_path) as (env, settings, instance):
         resources = build_resources(settings)
         assert dg.materialize(raw_reference_assets, resources=resources, instance=instance).success
-        assert dg.materialize(raw_daily_assets, resources=resources, instance=instance, partition_key=DAY)
+        daily = raw_daily_assets(settings)
+        assert dg.materialize(daily, resources=resources, instance=instance, partition_key=DAY)
         # dbt with a fault: it starts a reader that holds the file for 6 s as dbt acquires its
         # first connection.
         resources["dbt"] = faulty_dbt("reader:6", report=tmp_path / "reader.json")
         started = time.monotonic()
         result = dg.materialize(
-            [dbt_features],
+            [dbt_features(settings)],
             resources=resources,
             instance=instance,
             partition_key=DAY,
