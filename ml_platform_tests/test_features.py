@@ -35,6 +35,7 @@ from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
 from ml_platform.keys import FLIGHT_FEATURES, RAW_FLIGHTS, RAW_WEATHER
 from ml_platform.partitions import build_daily_partitions
 from ml_platform.resources.dbt import parse_state_path
+from ml_platform.runtime.guard import DBT_IN_PROCESS
 from ml_platform.versions import FORCE_TAG
 from ml_platform_tests.conftest import local_platform
 
@@ -278,6 +279,9 @@ def test_rematerializing_a_day_changes_nothing(platform, rerun):
 # --- 2013-12-31: a day without weather -----------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    not DBT_IN_PROCESS.on(), reason="the parse state is the in-process dbt build's (accelerators off)"
+)
 def test_a_build_starts_from_the_parse_state_the_previous_build_left(platform, year_end):
     """dbt re-parses only what changed since the last build against this warehouse (the window
     variables), not the whole project, although the prepared manifest was made for another path."""
