@@ -32,6 +32,7 @@ from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse import connect
 from ml_platform.runtime import status
+from ml_platform.runtime.guard import DBT_IN_PROCESS
 from ml_platform_tests.ml_support import (
     SERVING,
     all_definitions,
@@ -310,6 +311,9 @@ def test_a_reader_holding_the_warehouse_makes_a_raw_write_wait_not_fail(tmp_path
     )
 
 
+@pytest.mark.skipif(
+    not DBT_IN_PROCESS.on(), reason="the fault is injected through the in-process dbt build's events"
+)
 def test_a_reader_holding_the_warehouse_makes_dbt_wait_not_fail(tmp_path, record):
     """A reader opens the warehouse just as dbt starts: dbt must wait for the lock, not fail."""
     with platform(tmp_path) as (env, settings, instance):
