@@ -15,7 +15,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.automation.defaults import sensor_status
 from ml_platform.automation.jobs import (
@@ -43,6 +42,10 @@ MONITORING_CHECKS = [
     AssetCheckKey(PREDICTION_QUALITY, "auc_above_floor"),
     AssetCheckKey(FEATURE_DRIFT, "psi_below_threshold"),
 ]
+
+# Dagster's documented run tags for a single-run range of partitions (a ranged backfill run).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def _champion_exists(mlflow: MlflowTracking, context) -> bool:
