@@ -13,9 +13,10 @@ from ml_platform.automation.alerts import build_alert_sensor
 from ml_platform.automation.conditions import build_automation_condition_sensor
 from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
-    apply_policy,
-    build_partition_freshness_sensor,
-    partition_freshness_checks,
+    build_freshness_checks,
+    build_freshness_sensor,
+    build_policy,
+    freshness_checks_job,
 )
 from ml_platform.automation.jobs import build_ingest_days_job, retrain_job
 from ml_platform.automation.schedules import build_schedules
@@ -63,20 +64,20 @@ def build_definitions(
     ingest_days_job = build_ingest_days_job(partitions)
     defs = Definitions(
         assets=build_assets(settings, partitions, candidates),
-        asset_checks=[champion_passed_gate, *partition_freshness_checks],
-        jobs=[ingest_days_job, retrain_job],
+        asset_checks=[champion_passed_gate, build_freshness_checks(settings, partitions)],
+        jobs=[ingest_days_job, retrain_job, freshness_checks_job],
         schedules=build_schedules(settings, ingest_days_job),
         sensors=[
             *build_sensors(settings),
             build_alert_sensor(settings),
-            build_partition_freshness_sensor(settings),
+            build_freshness_sensor(settings, partitions),
             build_automation_condition_sensor(settings),
         ],
         resources=build_resources(settings),
         executor=executor,
     )
     # Freshness and automation conditions are platform policy: set here, once, for every asset.
-    return defs.map_asset_specs(func=apply_policy)
+    return defs.map_asset_specs(func=build_policy(settings))
 
 
 defs = build_definitions()
