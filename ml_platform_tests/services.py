@@ -1,13 +1,16 @@
 """Real service processes for integration tests: free ports, start, wait until healthy, stop."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -161,3 +164,28 @@ def mlflow_server(root: Path, backend_store_uri: str | None = None):
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/health", timeout=120, proc=proc, log=log)
         yield url, proc
+
+
+@contextmanager
+def webhook_receiver():
+    """A local HTTP endpoint that records every JSON POST: (path, content type, body)."""
+    received: list[tuple[str, str, dict]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hooks/alerts", received
+    finally:
+        server.shutdown()

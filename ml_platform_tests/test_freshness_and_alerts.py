@@ -2,10 +2,7 @@
 the data's own clock (the packaged 2013 and its replay), and failure alerts over HTTP."""
 
 import dataclasses
-import json
-import threading
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -19,6 +16,7 @@ from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.landing import land_days
 from ml_platform.keys import CHAMPION_MODEL, FLIGHT_FEATURES, HGB, PREDICTIONS, RAW_DAILY, RAW_FLIGHTS
 from ml_platform_tests.ml_support import RAW_AND_FEATURES, run
+from ml_platform_tests.services import webhook_receiver
 
 FLIGHTS = RAW_FLIGHTS
 
@@ -146,28 +144,10 @@ def test_freshness_policies_are_applied_once_at_the_root(settings):
     assert open_ended[FLIGHTS].freshness_policy.fail_window.to_timedelta().total_seconds() == 30 * 3600
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((self.path, self.headers["Content-Type"], json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def webhook():
-    _Receiver.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/alerts", _Receiver.received
-    server.shutdown()
+    with webhook_receiver() as hook:
+        yield hook
 
 
 def test_a_failed_run_posts_its_step_and_error_to_the_webhook(settings, instance, webhook):

@@ -125,6 +125,35 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(ml_env):
     assert challenger.tags["gate"] == "rejected" and int(challenger.version) > int(before.version)
 
 
+@pytest.mark.parametrize(
+    ("run_config", "step", "headline"),
+    [
+        (training_config("2013-13-01"), TRAINING_SET, "cutoff: not a calendar day; use YYYY-MM-DD"),
+        (training_config(CUTOFF, window_days=0), TRAINING_SET, "window_days: Input should be greater than"),
+        (training_config("2014-03-01"), TRAINING_SET, "no labelled features for the train window"),
+        (training_config(CUTOFF, candidate_hgb={"learning_rate": 0}), HGB.key, "learning_rate: Input should"),
+    ],
+)
+def test_a_bad_launchpad_value_fails_one_step_with_a_headline_and_keeps_the_champion(
+    ml_env, run_config, step, headline
+):
+    settings, instance, _ = ml_env
+    champion = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    before = instance.get_latest_materialization_event(CHAMPION_MODEL).run_id
+    result = train(settings, instance, run_config, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failures] == [op_name(step)]
+    data = failures[0].step_failure_data
+    # A Failure: its description is the headline, and it is never retried.
+    assert data.user_failure_data is not None and headline in data.user_failure_data.description
+    assert step.to_user_string() in data.user_failure_data.description
+    assert not result.get_asset_materialization_events() or step == HGB.key
+    now = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    assert now.version == champion.version
+    assert instance.get_latest_materialization_event(CHAMPION_MODEL).run_id == before
+
+
 def test_predictions_use_the_champion_and_record_its_version(ml_env):
     settings, instance, _ = ml_env
     champion = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")

@@ -61,10 +61,13 @@ def failure_lines(context: RunFailureSensorContext, dagster_url: str) -> list[st
     if partition:
         lines.append(f"partition: {partition}")
     for event in context.get_step_failure_events():
-        error = event.event_specific_data.error if event.event_specific_data else None
+        data = event.event_specific_data
+        error = data.error if data else None
         while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
             error = error.cause
         message = error.message.strip().splitlines()[0] if error and error.message else "unknown error"
+        if data is not None and data.user_failure_data and data.user_failure_data.description:
+            message = data.user_failure_data.description  # a Failure: its description is the headline
         lines.append(f"failed step {event.step_key}: {message[:500]}")
     if len(lines) == 2 + bool(partition) and context.failure_event.message:
         lines.append(f"error: {context.failure_event.message[:500]}")

@@ -6,18 +6,19 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    Config,
     DataVersion,
+    Failure,
     MetadataValue,
     Output,
     asset,
 )
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 import ml_platform.ml.frames as frames_module
 from ml_platform.config import Settings
 from ml_platform.features.assets import feature_reader_version
 from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET
+from ml_platform.launchpad import checked, launchpad_form
 from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
@@ -26,11 +27,13 @@ from ml_platform.versions import frame_hash
 GROUP = "training"
 
 
-class TrainingWindowConfig(Config):
+class TrainingWindowConfig(BaseModel):
     """The cutoff is the first day the model must not have seen; training precedes it. The
     window lengths default to the settings the definitions are built with (``window_config``)."""
 
-    cutoff: str = Field(default="2013-06-01", description="Training cutoff date, YYYY-MM-DD")
+    cutoff: str = Field(
+        default="2013-06-01", description="Training cutoff: the first day not trained on, YYYY-MM-DD"
+    )
     window_days: int = Field(ge=1, le=366)
     holdout_days: int = Field(ge=1, le=60)
 
@@ -40,7 +43,7 @@ class TrainingWindowConfig(Config):
         try:
             date.fromisoformat(value)
         except ValueError as exc:
-            raise ValueError(f"cutoff {value!r} is not a date (YYYY-MM-DD)") from exc
+            raise ValueError("not a calendar day; use YYYY-MM-DD, e.g. 2013-06-01") from exc
         return value
 
 
@@ -67,7 +70,8 @@ CODE_VERSION = feature_reader_version(__name__, frames_module)
 
 
 def build_training_set(settings: Settings) -> AssetsDefinition:
-    config_class = window_config(settings)
+    strict = window_config(settings)
+    form = launchpad_form(strict, "TrainingWindowConfig")
 
     @asset(
         key=TRAINING_SET,
@@ -77,10 +81,11 @@ def build_training_set(settings: Settings) -> AssetsDefinition:
         kinds={"duckdb", "pandas"},
         code_version=CODE_VERSION,
     )
-    def training_set(context: AssetExecutionContext, config: config_class, warehouse: Warehouse):
+    def training_set(context: AssetExecutionContext, config: form, warehouse: Warehouse):
         """Labelled flights of the trailing window before the cutoff (train) and the days after it
         (holdout). Flights without an arrival delay have no label and are left out, never guessed."""
-        return training_frame(context, config, warehouse)
+        window = checked(strict, config, TRAINING_SET.to_user_string())
+        return training_frame(context, window, warehouse)
 
     return training_set
 
@@ -94,9 +99,13 @@ def training_frame(context: AssetExecutionContext, config: TrainingWindowConfig,
     for split in ("train", "holdout"):
         if not counts.get(split):
             start, end = windows[split]
-            raise ValueError(
-                f"training_set: no labelled features for the {split} window {start}..{end}; "
-                f"materialize {FLIGHT_FEATURES.to_user_string()} for those days first"
+            raise Failure(
+                description=(
+                    f"{TRAINING_SET.to_user_string()}: no labelled features for the {split} window "
+                    f"{start}..{end} (cutoff {config.cutoff}); materialize "
+                    f"{FLIGHT_FEATURES.to_user_string()} for those days first"
+                ),
+                allow_retries=False,
             )
     days = pd.to_datetime(features[DAY]).dt.date.nunique() if len(features) else 0
     expected_days = config.window_days + config.holdout_days

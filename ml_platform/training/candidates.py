@@ -11,18 +11,18 @@ from dagster import (
     AssetIn,
     AssetRecordsFilter,
     AssetsDefinition,
-    Config,
     DataVersion,
     MetadataValue,
     Output,
     asset,
 )
-from pydantic import create_model
+from pydantic import BaseModel, create_model
 
 import ml_platform.ml.metrics as metrics_module
 import ml_platform.ml.training as training_module
 from ml_platform.features.assets import feature_reader_version
 from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET, Candidate
+from ml_platform.launchpad import checked, launchpad_form
 from ml_platform.ml import models
 from ml_platform.ml.drift import build_profile
 from ml_platform.ml.frames import CATEGORICAL, DAY, NUMERIC, feature_frame
@@ -36,7 +36,7 @@ GROUP = "training"
 MODEL_IO = "model_io_manager"
 
 
-def hyperparameter_config(candidate: Candidate) -> type[Config]:
+def hyperparameter_config(candidate: Candidate) -> type[BaseModel]:
     """The launchpad config of a candidate: its builder's keyword arguments, with their defaults
     and bounds, so a hyperparameter is declared once, in the builder's signature."""
     hints = typing.get_type_hints(candidate.build, include_extras=True)
@@ -48,7 +48,7 @@ def hyperparameter_config(candidate: Candidate) -> type[Config]:
         for name, parameter in inspect.signature(candidate.build).parameters.items()
     }
     title = "".join(part.capitalize() for part in candidate.asset_name.split("_"))
-    return create_model(f"{title}Config", __base__=Config, **fields)
+    return create_model(f"{title}Config", **fields)
 
 
 def train_candidate(
@@ -202,7 +202,8 @@ def candidate_code_version(candidate: Candidate) -> str:
 
 
 def build_candidate(candidate: Candidate) -> AssetsDefinition:
-    config_class = hyperparameter_config(candidate)
+    strict = hyperparameter_config(candidate)
+    form = launchpad_form(strict)
     name = candidate.asset_name
     code_version = candidate_code_version(candidate)
 
@@ -217,12 +218,12 @@ def build_candidate(candidate: Candidate) -> AssetsDefinition:
     )
     def _candidate(
         context: AssetExecutionContext,
-        config: config_class,
+        config: form,
         training_set: pd.DataFrame,
         mlflow: MlflowTracking,
         policy: ModelPolicy,
     ):
-        params = config.model_dump()
+        params = checked(strict, config, candidate.key.to_user_string()).model_dump()
         pipeline = candidate.build(**params)
         return train_candidate(context, name, pipeline, params, training_set, mlflow, policy, code_version)
 

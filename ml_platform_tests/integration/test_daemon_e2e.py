@@ -9,6 +9,7 @@ from datetime import date, datetime
 import dagster as dg
 import duckdb
 import pytest
+from dagster_graphql import DagsterGraphQLClient
 
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
@@ -25,6 +26,7 @@ from ml_platform_tests.services import (
     stop,
     wait_for_exit,
     wait_for_http,
+    webhook_receiver,
 )
 
 FEATURES = FLIGHT_FEATURES
@@ -67,7 +69,7 @@ def _failures(instance, run_id) -> list[str]:
 @pytest.mark.timeout(900)
 def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    with mlflow_server(tmp_path / "mlflow") as (mlflow_url, _):
+    with mlflow_server(tmp_path / "mlflow") as (mlflow_url, _), webhook_receiver() as (hook, alerts):
         env = {
             "ML_PLATFORM_ENV": "local",
             "ML_PLATFORM_DATA_DIR": str(data),
@@ -96,6 +98,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             "DAGSTER_HOME": str(home),
             "ML_PLATFORM_SOURCE": "landing",
             "ML_PLATFORM_AUTOMATION": "on",
+            "ML_PLATFORM_ALERT_WEBHOOK_URL": hook,
         }
         log = TEST_OUTPUT / "daemon_e2e" / "dagster-dev.log"
         args = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
@@ -141,6 +144,8 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             }
             (TEST_OUTPUT / "daemon_e2e" / "latency.json").write_text(json.dumps(report, indent=2))
             print(f"land-to-prediction latency: {report}")
+            assert alerts == [], alerts
+            _a_bad_cutoff_fails_one_run_and_alerts_once(instance, port, alerts)
             # Stopped as an operator would, once every run (the automation's too) is over.
             everything = _wait_for_finished_runs(instance, {}, timeout=180)
             wait_for_exit(_worker_pids(instance, everything))
@@ -159,3 +164,24 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
     for day in DAYS:
         y, m, d = map(int, day.split("-"))
         assert counts[day] == int(((f.year == y) & (f.month == m) & (f.day == d)).sum())
+
+
+def _a_bad_cutoff_fails_one_run_and_alerts_once(instance, port: int, alerts: list) -> None:
+    """Submitted as the launchpad would: the run fails once (a failed step is not retried), the
+    alert arrives once, and both lead with the field and its allowed form."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    tags = {"ml_platform/case": "bad_cutoff"}
+    run_id = client.submit_job_execution("retrain", run_config=training_config("2013-13-01"), tags=tags)
+    (run,) = _wait_for_finished_runs(instance, tags)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    (failure,) = [r.event_log_entry.dagster_event.step_failure_data for r in failures]
+    assert "cutoff: not a calendar day; use YYYY-MM-DD" in failure.user_failure_data.description
+    deadline = time.time() + 90
+    while not alerts and time.time() < deadline:
+        time.sleep(1)
+    time.sleep(20)  # what a retry (or a second alert) would need to show up
+    assert [r.run_id for r in instance.get_runs(dg.RunsFilter(tags=tags))] == [run_id]
+    assert len(alerts) == 1, alerts
+    text = alerts[0][2]["text"]
+    assert run_id in text and "training/training_set: launchpad config refused: cutoff:" in text
