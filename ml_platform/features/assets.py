@@ -121,10 +121,32 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
             yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
         return
     prune_run_targets(dbt_project.project_dir / "target")
+    held = None
     for event in dbt.build(context, warehouse.path, dbt_window(context)):
         if isinstance(event, Output):
             event = event.with_metadata({**event.metadata, "unchanged": False})
+            if context.asset_key_for_output(event.output_name) == FLIGHT_FEATURES:
+                held = event  # stored once dbt has finished with the warehouse: see below
+                continue
         yield event
+    if held is not None:
+        # Each day of the window gets its own row count (the Output's figures cover the window).
+        for day, rows in rows_per_day(warehouse, context).items():
+            context.add_asset_metadata(
+                {"dagster/partition_row_count": rows}, asset_key=FLIGHT_FEATURES, partition_key=day
+            )
+        yield held
+
+
+def rows_per_day(warehouse: Warehouse, context: AssetExecutionContext) -> dict[str, int]:
+    start, end = window_dates(*context.partition_time_window)
+    counts = warehouse.query(
+        "select strftime(flight_date, '%Y-%m-%d') as day, count(*) as n from features.flight_features"
+        " where flight_date >= ? and flight_date < ? group by 1",
+        [start, end],
+    )
+    stored = dict(zip(counts["day"], counts["n"].astype(int), strict=True))
+    return {day: int(stored.get(day, 0)) for day in context.partition_keys}
 
 
 def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bool:

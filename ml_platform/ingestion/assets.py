@@ -141,7 +141,8 @@ def build_reference_asset(spec: TableSpec):
 
 
 def record_partition_lineage(context, frame, hashes, spec: TableSpec, days, origins: list[str]) -> None:
-    """Per day: the content hash and the files it came from, for skip-if-unchanged and lineage.
+    """Per day: the row count, the content hash and the files it came from (for skip-if-unchanged
+    and lineage).
     ``hashes`` are the frame's ``row_hashes``: each day's hash comes from its rows' hashes."""
     # One grouping pass: comparing the whole column with each day is days x rows.
     rows_by_day = {
@@ -153,7 +154,11 @@ def record_partition_lineage(context, frame, hashes, spec: TableSpec, days, orig
         day_hashes = hashes[positions] if positions is not None else hashes[:0]
         files = [o for o in origins if day.isoformat() in o] or sorted(set(origins))
         context.add_asset_metadata(
-            {"content_hash": hash_of_rows(frame.columns, day_hashes), "source_files": ", ".join(files)},
+            {
+                "content_hash": hash_of_rows(frame.columns, day_hashes),
+                "source_files": ", ".join(files),
+                "dagster/partition_row_count": len(day_hashes),
+            },
             partition_key=day.isoformat(),
         )
 
