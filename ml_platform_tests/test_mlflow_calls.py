@@ -4,6 +4,7 @@ from collections import Counter
 
 import dagster as dg
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ml_platform.config import load_settings
 from ml_platform.resources import build_resources
@@ -63,3 +64,25 @@ def test_predictions_cost_the_same_tracking_calls_for_one_day_or_five(counted):
     assert one_day["POST /api/2.0/mlflow/runs/log-batch"] == 1
     assert one_day["POST /api/2.0/mlflow/runs/create"] == 1
     assert sum(one_day.values()) <= 25, one_day
+    _a_ranged_run_names_its_range_and_each_day_carries_its_own_figures(settings, five_days)
+
+
+def _a_ranged_run_names_its_range_and_each_day_carries_its_own_figures(settings, result):
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{result.run_id}'")
+    assert run.info.run_name == "serving/predictions[2013-01-20..2013-01-24]"
+    assert run.data.tags["dagster.partition_key"] == "2013-01-20..2013-01-24"
+    stored = (
+        build_resources(settings)["warehouse"]
+        .query(
+            "select strftime(flight_date, '%Y-%m-%d') as day, count(*) as n, avg(late_probability) as p"
+            " from serving.predictions group by 1"
+        )
+        .set_index("day")
+    )
+    events = {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(events) == {f"2013-01-{d}" for d in range(20, 25)}
+    for day, metadata in events.items():
+        assert metadata["dagster/partition_row_count"].value == stored.loc[day, "n"]
+        assert metadata["mean_probability"].value == pytest.approx(stored.loc[day, "p"])

@@ -147,6 +147,17 @@ def test_an_empty_frame_empties_its_partition(warehouse, instance):
     assert by_day(warehouse) == {D2: [5]}
 
 
+def test_a_new_partitioned_table_stores_its_day_column_as_a_date(tmp_path, instance):
+    path = str(tmp_path / "fresh.duckdb")
+    frame = pd.concat([readings(D1, [1]), readings(D2, [2, 3])], ignore_index=True)
+    assert write(path, instance, frame, partition="2013-01-01", last="2013-01-02").success
+    assert write(path, instance, readings(D3, [4]), partition="2013-01-03").success
+    with duckdb.connect(path, read_only=True) as conn:
+        types = dict(conn.execute("select column_name, data_type from information_schema.columns").fetchall())
+    assert types["reading_date"] == "DATE"
+    assert by_day(path) == {D1: [1], D2: [2, 3], D3: [4]}
+
+
 def test_an_unpartitioned_table_is_replaced_whole(tmp_path, instance):
     path = str(tmp_path / "warehouse.duckdb")
 

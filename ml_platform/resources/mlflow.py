@@ -38,19 +38,24 @@ def redact(text: str) -> str:
     return re.sub(r"//[^/@\s]*@", "//", text)
 
 
+def partition_label(context) -> str:
+    """The partition a step materializes (``2013-06-01``), its range in a ranged run
+    (``2013-06-01..2013-06-07``), or "" for an unpartitioned asset."""
+    if not context.has_partition_key_range:
+        return ""
+    rng = context.partition_key_range
+    return rng.start if rng.start == rng.end else f"{rng.start}..{rng.end}"
+
+
 def _dagster_tags(context) -> dict[str, str]:
     key = context.asset_key
     tags = {
         "dagster.run_id": context.run_id,
         "dagster.asset_key": key.to_user_string(),
-        "dagster.partition_key": context.partition_key if context.has_partition_key else "",
+        "dagster.partition_key": partition_label(context),
         "dagster.code_version": str(context.assets_def.code_versions_by_key.get(key) or "none"),
         "dagster.job": context.job_name,
     }
-    if context.has_partition_key and context.has_partition_key_range:
-        rng = context.partition_key_range
-        if rng.start != rng.end:
-            tags["dagster.partition_key"] = f"{rng.start}..{rng.end}"
     for dep in sorted(context.assets_def.asset_deps.get(key, []), key=lambda k: k.to_user_string()):
         record = context.instance.get_latest_data_version_record(dep)
         version = record.asset_materialization.tags.get("dagster/data_version") if record else None
@@ -221,8 +226,8 @@ class MlflowTracking(ConfigurableResource):
             ) from None  # the client's own exception quotes the URL, credentials included
         self._retrying(self._close_orphaned_runs, mlflow, experiment_id, context)
         name = context.asset_key.to_user_string()
-        if context.has_partition_key:
-            name += f"[{_dagster_tags(context)['dagster.partition_key']}]"
+        if partition_label(context):
+            name += f"[{partition_label(context)}]"
         run_tags = {
             **_dagster_tags(context),
             "dagster.run_url": f"{self.dagster_url.rstrip('/')}/runs/{context.run_id}",

@@ -82,6 +82,8 @@ def score_day(context, flight_features: pd.DataFrame, mlflow: MlflowTracking, po
                 "rows_per_second": len(frame) / seconds if seconds > 0 else float("nan"),
             }
         )
+    for day, figures in figures_per_day(frame, context.partition_keys).items():
+        context.add_asset_metadata(figures, partition_key=day)
     return Output(
         frame,
         metadata={
@@ -94,3 +96,17 @@ def score_day(context, flight_features: pd.DataFrame, mlflow: MlflowTracking, po
             "model_load_seconds": MetadataValue.float(round(load_seconds, 3)),
         },
     )
+
+
+def figures_per_day(frame: pd.DataFrame, days: list[str]) -> dict[str, dict]:
+    """Each partition's own figures: in a ranged run the Output's figures are the window's."""
+    by_day = {f"{d:%Y-%m-%d}": part for d, part in frame.groupby(pd.to_datetime(frame[DAY]).dt.date)}
+    out = {}
+    for day in days:
+        part = by_day.get(day, frame.iloc[:0])
+        out[day] = {
+            "dagster/partition_row_count": len(part),
+            "mean_probability": float(part.late_probability.mean()) if len(part) else float("nan"),
+            "predicted_late_rate": float(part.predicted_late.mean()) if len(part) else float("nan"),
+        }
+    return out
