@@ -15,10 +15,10 @@ from ml_platform.automation.execution import executor
 from ml_platform.automation.freshness import (
     build_freshness_checks,
     build_freshness_sensor,
-    build_policy,
     freshness_checks_job,
 )
 from ml_platform.automation.jobs import build_ingest_days_job, retrain_job
+from ml_platform.automation.policy import build_policy
 from ml_platform.automation.schedules import build_schedules
 from ml_platform.automation.sensors import build_sensors
 from ml_platform.config import Settings, load_settings

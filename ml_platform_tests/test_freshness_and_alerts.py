@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ml_platform.automation import freshness
 from ml_platform.automation.alerts import Notifier
 from ml_platform.automation.freshness import CHECK_KEYS, DAILY_KEYS, DEADLINE_HOUR, data_clock, due_day, judge
+from ml_platform.automation.policy import OWNERS_BY_GROUP
 from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.landing import land_days
 from ml_platform.keys import CHAMPION_MODEL, FLIGHT_FEATURES, HGB, PREDICTIONS, RAW_DAILY, RAW_FLIGHTS
@@ -142,6 +143,10 @@ def test_freshness_policies_are_applied_once_at_the_root(settings):
     live = dataclasses.replace(settings, partition_end=None)
     open_ended = {s.key: s for s in build_definitions(live).resolve_all_asset_specs()}
     assert open_ended[FLIGHTS].freshness_policy.fail_window.to_timedelta().total_seconds() == 30 * 3600
+    # Every asset has the owners and the domain tag of its group, set in the same one place.
+    for spec in closed.values():
+        assert spec.owners == OWNERS_BY_GROUP[spec.group_name], spec.key
+        assert spec.tags["domain"] == spec.group_name, spec.key
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ materialization of 2013 is then fresh, and a day that upstream delivered past bu
 never ingested is overdue. The same check runs after each materialization and, with automation
 on, from a sensor whenever the due day moves.
 
-Time-window policies (judged by the daemon on the wall clock) apply to the daily assets only with
-open-ended partitions; the champion's weekly window applies everywhere.
+The time-window freshness policies, judged by the daemon on the wall clock, are in ``policy.py``.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -25,9 +24,7 @@ from dagster import (
     AssetKey,
     AssetPartitionStatus,
     AssetSelection,
-    AssetSpec,
     DagsterInstance,
-    FreshnessPolicy,
     MetadataValue,
     PartitionsDefinition,
     RunRequest,
@@ -39,14 +36,10 @@ from dagster import (
     sensor,
 )
 
-from ml_platform.automation.conditions import CONDITIONS_BY_KEY
 from ml_platform.automation.defaults import sensor_status
 from ml_platform.config import Settings
 from ml_platform.ingestion.source import LandingSource
-from ml_platform.keys import CHAMPION_MODEL, FLIGHT_FEATURES, PREDICTIONS, RAW_DAILY
-
-DAILY = FreshnessPolicy.time_window(fail_window=timedelta(hours=30), warn_window=timedelta(hours=26))
-CHAMPION = FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7))
+from ml_platform.keys import FLIGHT_FEATURES, PREDICTIONS, RAW_DAILY
 
 DAILY_KEYS = [*RAW_DAILY, FLIGHT_FEATURES, PREDICTIONS]
 CHECK_NAME = "freshness_check"
@@ -190,20 +183,3 @@ def build_freshness_sensor(settings: Settings, partitions: PartitionsDefinition)
         return RunRequest(run_key=f"freshness:{due}", tags={"ml_platform/due_day": due})
 
     return freshness_checks_sensor
-
-
-def build_policy(settings: Settings) -> Callable[[AssetSpec], AssetSpec]:
-    """The platform-wide policy for one asset: its freshness window and automation condition."""
-    policies = {CHAMPION_MODEL: CHAMPION}
-    if settings.partition_end is None:
-        policies.update(dict.fromkeys(DAILY_KEYS, DAILY))
-
-    def apply_policy(spec: AssetSpec) -> AssetSpec:
-        attrs = {}
-        if spec.key in policies:
-            attrs["freshness_policy"] = policies[spec.key]
-        if spec.key in CONDITIONS_BY_KEY:
-            attrs["automation_condition"] = CONDITIONS_BY_KEY[spec.key]
-        return spec.replace_attributes(**attrs) if attrs else spec
-
-    return apply_policy
