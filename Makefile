@@ -90,7 +90,7 @@ test-year: setup
 # The same platform with every runtime accelerator off (Dagster's and dbt's stock behaviour):
 # ingestion, features, training, the daemon case and the production topology.
 STOCK_TESTS := ml_platform_tests/test_ingestion.py ml_platform_tests/test_features.py \
-	ml_platform_tests/test_training.py ml_platform_tests/reliability/test_concurrent_backfill.py \
+	ml_platform_tests/test_training.py ml_platform_tests/integration/test_daemon_e2e.py \
 	ml_platform_tests/integration/test_production.py
 test-stock: setup
 	ML_PLATFORM_ACCELERATORS=off $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile \

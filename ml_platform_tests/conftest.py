@@ -149,8 +149,8 @@ def _no_definitions_load_context_across_tests():
 SLOW_FIRST = [
     "reliability/test_killed_writes.py",
     "integration/test_production.py",
-    "reliability/test_concurrent_backfill.py",
     "integration/test_daemon_e2e.py",
+    "test_mlflow_server.py",
     "integration/test_browser.py",
     "test_versions.py",
     "reliability/test_idempotency.py",
