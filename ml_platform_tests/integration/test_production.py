@@ -53,10 +53,10 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 FIRST_DAY = date(2013, 1, 5)
-BACKFILL_DAYS = [FIRST_DAY + timedelta(days=i) for i in range(1, 10)]  # 2013-01-06 .. 2013-01-14
-# Trained on the first week, evaluated on the three days after it: all ten days ingested above.
+BACKFILL_DAYS = [FIRST_DAY + timedelta(days=i) for i in range(1, 6)]  # 2013-01-06 .. 2013-01-10
+# Trained on four days, evaluated on the two after them: all six days ingested above.
 TRAINING_RUN_CONFIG = {
-    "ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-01-12", "window_days": 7, "holdout_days": 3}}}
+    "ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-01-09", "window_days": 4, "holdout_days": 2}}}
 }
 
 PG = {
