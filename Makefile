@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -52,10 +52,12 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
 DAGSTER_URL := http://127.0.0.1:$(DAGSTER_PORT)
 MLFLOW_UI_URL := http://127.0.0.1:$(MLFLOW_PORT)
 
-dev: setup
-	mkdir -p $(DATA_DIR)/mlflow/artifacts
+platform-env: $(DAGSTER_HOME)/dagster.yaml
 	printf 'ML_PLATFORM_DAGSTER_URL=%s\nML_PLATFORM_MLFLOW_UI_URL=%s\n' $(DAGSTER_URL) $(MLFLOW_UI_URL) \
 		> $(DAGSTER_HOME)/platform.env
+
+dev: setup platform-env
+	mkdir -p $(DATA_DIR)/mlflow/artifacts
 	@echo "MLflow UI:  $(MLFLOW_UI_URL)   Dagster UI: $(DAGSTER_URL)"
 	trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \

@@ -149,6 +149,7 @@ def _no_definitions_load_context_across_tests():
 SLOW_FIRST = [
     "reliability/test_killed_writes.py",
     "integration/test_production.py",
+    "integration/test_readme.py",
     "integration/test_daemon_e2e.py",
     "test_mlflow_server.py",
     "integration/test_browser.py",
