@@ -103,6 +103,7 @@ def render(trace: dict) -> str:
         f"p(late)={p['late_probability']:.3f}, predicted late={p['predicted_late']}",
         f"model   {m['uri']} ({m['candidate']}, gate {m['gate']}, code {m['code_version']})",
         f"        trained by Dagster run {m['trained_by_dagster_run']}, MLflow run {m['mlflow_run_id']}",
+        f"        {m.get('dagster_run_url') or 'no Dagster run link recorded'}",
         f"training cutoff {t['cutoff']}: train {t['train_window']}, holdout {t['holdout_window']}, "
         f"{t['feature_partitions']} feature partitions (digest {t['feature_versions_digest']})",
     ]

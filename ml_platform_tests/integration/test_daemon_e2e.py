@@ -180,7 +180,7 @@ def _a_bad_cutoff_fails_one_run_and_alerts_once(instance, port: int, alerts: lis
     deadline = time.time() + 90
     while not alerts and time.time() < deadline:
         time.sleep(1)
-    time.sleep(20)  # what a retry (or a second alert) would need to show up
+    time.sleep(10)  # what a retry (or a second alert) would need to show up (retries start at once)
     assert [r.run_id for r in instance.get_runs(dg.RunsFilter(tags=tags))] == [run_id]
     assert len(alerts) == 1, alerts
     text = alerts[0][2]["text"]
