@@ -53,6 +53,11 @@ def test_training_and_predictions_through_a_served_store_cost_fixed_tracking_cal
     assert scored.success
     metadata = scored.asset_materializations_for_node("serving__predictions")[0].metadata
     assert metadata["model_version"].value == str(champion.version)
+    (day_run,) = MlflowClient(settings.mlflow_tracking_uri).search_runs(
+        [champion_experiment(settings)], f"tags.`dagster.run_id` = '{scored.run_id}'"
+    )
+    assert day_run.info.run_name == "serving/predictions[2013-01-22]"
+    assert day_run.data.tags["dagster.partition_key"] == "2013-01-22"
     one_day = calls(proxy, mark)
     mark = len(proxy.seen)
     five_days = dg.materialize(
@@ -109,3 +114,11 @@ def _the_served_store_holds_the_runs_and_the_champion(settings, result):
         f"{url}/#/experiments/{experiment.experiment_id}/runs/"
     )
     return client.get_model_version_by_alias(settings.registered_model_name, "champion")
+
+
+def champion_experiment(settings) -> str:
+    return (
+        MlflowClient(settings.mlflow_tracking_uri)
+        .get_experiment_by_name(settings.mlflow_experiment)
+        .experiment_id
+    )

@@ -22,7 +22,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
-    AssetPartitionStatus,
     AssetSelection,
     DagsterInstance,
     MetadataValue,
@@ -78,13 +77,13 @@ LOOKBACK_DAYS = 31
 def materialized_days(
     instance: DagsterInstance, key: AssetKey, partitions: PartitionsDefinition, until: date | None = None
 ) -> set[date]:
-    """The asset's materialized days: all of them, or the month up to ``until``."""
-    keys = partitions.get_partition_keys()
+    """The asset's stored days (a day whose newest run failed or runs still holds its data): all
+    of them inside the partitions, or the month up to ``until``."""
+    keys = set(partitions.get_partition_keys()) & instance.get_materialized_partitions(key)
+    days = {date.fromisoformat(k) for k in keys}
     if until is not None:
-        first = (until - timedelta(days=LOOKBACK_DAYS)).isoformat()
-        keys = [k for k in keys if first <= k <= until.isoformat()]
-    status = instance.get_status_by_partition(key, keys, partitions) or {}
-    return {date.fromisoformat(k) for k, s in status.items() if s == AssetPartitionStatus.MATERIALIZED}
+        days = {d for d in days if until - timedelta(days=LOOKBACK_DAYS) <= d <= until}
+    return days
 
 
 def clock_for(
@@ -93,6 +92,7 @@ def clock_for(
     if settings.partition_end is None:
         return Clock(wall_clock(), "wall clock")
     delivered = set(landing.available_days("flights")) if settings.source == "landing" else set()
+    delivered = {d for d in delivered if settings.partition_start <= d < settings.partition_end}
     for key in RAW_DAILY:
         delivered |= materialized_days(instance, key, partitions)
     return data_clock(max(delivered, default=None))
@@ -105,14 +105,18 @@ class Verdict:
     expected_day: date | None
 
 
+def expected_day(clock: Clock, end: date | None) -> date | None:
+    """The newest day that should be in at ``clock``, inside partitions ending at ``end``."""
+    if clock.now is None:
+        return None
+    due = due_day(clock.now)
+    return min(due, end - timedelta(days=1)) if end is not None else due
+
+
 def judge(clock: Clock, materialized: set[date], start: date, end: date | None) -> Verdict:
     """Whether an asset holding ``materialized`` days is fresh at ``clock`` (partitions [start, end))."""
-    if clock.now is None:
-        return Verdict(True, f"No day is due yet ({clock.reading}).", None)
-    due = due_day(clock.now)
-    if end is not None:
-        due = min(due, end - timedelta(days=1))
-    if due < start:
+    due = expected_day(clock, end)
+    if due is None or due < start:
         return Verdict(True, f"No day is due yet ({clock.reading}).", None)
     if due in materialized:
         return Verdict(True, f"Fresh: {due} is in ({clock.reading}).", due)
@@ -139,7 +143,7 @@ def build_freshness_checks(settings: Settings, partitions: PartitionsDefinition)
     ) -> Iterator[AssetCheckResult]:
         clock = clock_for(settings, context.instance, partitions, landing)
         for check_key in context.selected_asset_check_keys:
-            until = due_day(clock.now) if clock.now else None
+            until = expected_day(clock, settings.partition_end)
             days = materialized_days(context.instance, check_key.asset_key, partitions, until)
             verdict = judge(clock, days, settings.partition_start, settings.partition_end)
             metadata = {"clock": MetadataValue.text(clock.reading)}
@@ -176,10 +180,12 @@ def build_freshness_sensor(settings: Settings, partitions: PartitionsDefinition)
     )
     def freshness_checks_sensor(context: SensorEvaluationContext, landing: LandingSource):
         clock = clock_for(settings, context.instance, partitions, landing)
-        due = due_day(clock.now).isoformat() if clock.now else "none"
+        expected = expected_day(clock, settings.partition_end)
+        due = expected.isoformat() if expected else "none"
         if context.cursor == due:
             return SkipReason(f"due day unchanged ({due}; {clock.reading})")
         context.update_cursor(due)
-        return RunRequest(run_key=f"freshness:{due}", tags={"ml_platform/due_day": due})
+        # No run key: the cursor already asks once per move, and a replay run again must ask again.
+        return RunRequest(tags={"ml_platform/due_day": due})
 
     return freshness_checks_sensor

