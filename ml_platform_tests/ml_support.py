@@ -95,6 +95,16 @@ def predict(
     )
 
 
+def predict_range(settings, instance, first: str, last: str):
+    """Predictions for [first, last] (inclusive) in one single-run backfill."""
+    return run(
+        settings,
+        instance,
+        SERVING,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+    )
+
+
 # Deliberately weak hyperparameters: a model the gate must refuse against a good champion.
 WEAK_CANDIDATES = {
     LOGREG.asset_name: {"C": 1e-6, "max_iter": 50, "min_frequency": 100000},

@@ -4,7 +4,6 @@ materialization costs a fixed number of tracking calls, whatever the data's size
 
 from collections import Counter
 
-import dagster as dg
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -12,10 +11,9 @@ from ml_platform.config import load_settings
 from ml_platform.resources import build_resources
 from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import (
-    SERVING,
-    all_definitions,
     materialize_features,
     predict,
+    predict_range,
     train,
     training_config,
 )
@@ -60,16 +58,7 @@ def test_training_and_predictions_through_a_served_store_cost_fixed_tracking_cal
     assert day_run.data.tags["dagster.partition_key"] == "2013-01-22"
     one_day = calls(proxy, mark)
     mark = len(proxy.seen)
-    five_days = dg.materialize(
-        all_definitions(),
-        selection=SERVING,
-        resources=build_resources(settings),
-        instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": "2013-01-20",
-            "dagster/asset_partition_range_end": "2013-01-24",
-        },
-    )
+    five_days = predict_range(settings, instance, "2013-01-20", "2013-01-24")
     assert five_days.success
     assert calls(proxy, mark) == one_day
     # Run creation, one batched log call, one status update: no call per row, per metric or per step.

@@ -24,7 +24,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ml_platform.automation.execution import PRELOADED
 from ml_platform.automation.jobs import IN_ONE_PROCESS
@@ -34,9 +33,8 @@ from ml_platform.resources.warehouse import connect
 from ml_platform.runtime import status
 from ml_platform.runtime.guard import DBT_IN_PROCESS
 from ml_platform_tests.ml_support import (
-    SERVING,
-    all_definitions,
     dbt_features,
+    predict_range,
     raw_daily_assets,
     train,
     training_config,
@@ -225,16 +223,7 @@ def score_every_day(settings, instance, warehouse: Path, first: date, last: date
     """Train a champion on three weeks of January, then score every day of the range in one
     single-run backfill of the predictions asset."""
     assert train(settings, instance, training_config("2013-01-22", window_days=14, holdout_days=7)).success
-    result = dg.materialize(
-        all_definitions(),
-        selection=SERVING,
-        resources=build_resources(settings),
-        instance=instance,
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-            ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
-        },
-    )
+    result = predict_range(settings, instance, first.isoformat(), last.isoformat())
     assert result.success
     return query(
         warehouse,
