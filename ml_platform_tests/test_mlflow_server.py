@@ -49,6 +49,7 @@ def test_training_and_predictions_through_a_served_store_cost_fixed_tracking_cal
     mark = len(proxy.seen)
     scored = predict(settings, instance, "2013-01-22")
     assert scored.success
+    one_day = calls(proxy, mark)
     metadata = scored.asset_materializations_for_node("serving__predictions")[0].metadata
     assert metadata["model_version"].value == str(champion.version)
     (day_run,) = MlflowClient(settings.mlflow_tracking_uri).search_runs(
@@ -56,7 +57,6 @@ def test_training_and_predictions_through_a_served_store_cost_fixed_tracking_cal
     )
     assert day_run.info.run_name == "serving/predictions[2013-01-22]"
     assert day_run.data.tags["dagster.partition_key"] == "2013-01-22"
-    one_day = calls(proxy, mark)
     mark = len(proxy.seen)
     five_days = predict_range(settings, instance, "2013-01-20", "2013-01-24")
     assert five_days.success

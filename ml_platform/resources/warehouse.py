@@ -177,14 +177,13 @@ def _refuse_rows_outside(table_slice: TableSlice, obj: pd.DataFrame, column: str
         )
 
 
-def _as_day(table_slice: TableSlice, obj: pd.DataFrame) -> str:
+def _timestamp_day_column(table_slice: TableSlice, obj: pd.DataFrame) -> str | None:
     """A new table's partition column is a DATE, like every day column of the warehouse (partition
     windows are whole days; pandas would make it a TIMESTAMP)."""
     window = _window(table_slice)
     if window is None or not pd.api.types.is_datetime64_any_dtype(obj.get(window[0])):
-        return ""
-    column = ident(window[0])
-    return f" replace (cast({column} as date) as {column})"
+        return None
+    return window[0]
 
 
 class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
@@ -200,9 +199,11 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 connection.execute(f"create table {target} ({spec.ddl_columns()})")
             else:
                 connection.register("incoming_frame", obj)
-                day = _as_day(table_slice, obj)
-                connection.execute(f"create table {target} as select *{day} from incoming_frame limit 0")  # noqa: S608
+                connection.execute(f"create table {target} as select * from incoming_frame limit 0")  # noqa: S608
                 connection.unregister("incoming_frame")
+                day = _timestamp_day_column(table_slice, obj)
+                if day is not None:
+                    connection.execute(f"alter table {target} alter column {ident(day)} set data type date")
         stored = [r[0] for r in connection.execute(f"describe {target}").fetchall()]  # noqa: S608
         unknown = [c for c in obj.columns if c not in stored]
         if unknown:
