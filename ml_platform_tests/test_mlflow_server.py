@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ml_platform.config import load_settings
+from ml_platform.keys import LOGREG, PREDICTIONS, op_name
 from ml_platform.resources import build_resources
 from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import (
@@ -50,7 +51,7 @@ def test_training_and_predictions_through_a_served_store_cost_fixed_tracking_cal
     scored = predict(settings, instance, "2013-01-22")
     assert scored.success
     one_day = calls(proxy, mark)
-    metadata = scored.asset_materializations_for_node("serving__predictions")[0].metadata
+    metadata = scored.asset_materializations_for_node(op_name(PREDICTIONS))[0].metadata
     assert metadata["model_version"].value == str(champion.version)
     (day_run,) = MlflowClient(settings.mlflow_tracking_uri).search_runs(
         [champion_experiment(settings)], f"tags.`dagster.run_id` = '{scored.run_id}'"
@@ -98,7 +99,7 @@ def _the_served_store_holds_the_runs_and_the_champion(settings, result):
     runs = client.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{result.run_id}'")
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
     # Links from Dagster point at the served UI.
-    mat = result.asset_materializations_for_node("training__candidate_logreg")[0]
+    mat = result.asset_materializations_for_node(op_name(LOGREG.key))[0]
     assert mat.metadata["mlflow_run"].value.startswith(
         f"{url}/#/experiments/{experiment.experiment_id}/runs/"
     )

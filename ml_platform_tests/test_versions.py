@@ -17,6 +17,18 @@ from mlflow.tracking import MlflowClient
 from ml_platform.cli import main as cli_main
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
+from ml_platform.keys import (
+    CANDIDATES,
+    CHAMPION_MODEL,
+    FLIGHT_FEATURES,
+    MODEL_SELECTION,
+    PREDICTIONS,
+    RAW_FLIGHTS,
+    RAW_PLANES,
+    RAW_WEATHER,
+    TRAINING_SET,
+    op_name,
+)
 from ml_platform.resources import build_resources
 from ml_platform.versions import (
     FORCE_TAG,
@@ -35,7 +47,8 @@ from ml_platform_tests.ml_support import (
 
 CUTOFF = "2013-01-19"
 PREDICT_DAY = "2013-01-21"
-FEATURES = dg.AssetKey(["features", "flight_features"])
+FEATURES = FLIGHT_FEATURES
+CANDIDATE_NODES = [op_name(c.key) for c in CANDIDATES]
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +155,11 @@ def test_an_unchanged_rerun_skips_dbt_and_training_and_says_so(env):
     assert features.success and retrain.success
     ff = [e for e in features.get_asset_materialization_events() if e.asset_key == FEATURES]
     assert len(ff) == 18 and all(e.materialization.metadata["unchanged"].value for e in ff)
-    for node in ("training__candidate_logreg", "training__candidate_hgb", "training__candidate_forest"):
+    for node in CANDIDATE_NODES:
         assert mat(retrain, node).metadata["unchanged"].value is True
         first_version = mat(env["first"], node).tags["dagster/data_version"]
         assert mat(retrain, node).tags["dagster/data_version"] == first_version
-    assert mat(retrain, "training__champion_model").metadata["unchanged"].value is True
+    assert mat(retrain, op_name(CHAMPION_MODEL)).metadata["unchanged"].value is True
     assert len(registry.search_model_versions(f"name='{settings.registered_model_name}'")) == versions_before
     report = {
         "features_first_seconds": env["features_seconds"],
@@ -205,7 +218,7 @@ def test_retraining_from_the_same_inputs_reproduces_metrics_and_predictions(env)
         tags={FORCE_TAG: "true"},
     )
     assert forced.success
-    for node in ("training__candidate_logreg", "training__candidate_hgb", "training__candidate_forest"):
+    for node in CANDIDATE_NODES:
         again, first = mat(forced, node).metadata, mat(env["first"], node).metadata
         assert again["unchanged"].value is False
         assert again["mlflow_run_id"].value != first["mlflow_run_id"].value  # really refitted
@@ -251,20 +264,15 @@ def test_editing_one_features_sql_marks_it_and_its_descendants_stale_and_nothing
     # of what is computed from features (training set, models, predictions); the raw and staging
     # layers and monitoring are not affected.
     after_edit = _statuses(edited)
+    computed_from_features = [FLIGHT_FEATURES, TRAINING_SET, *(c.key for c in CANDIDATES)]
+    computed_from_features += [MODEL_SELECTION, CHAMPION_MODEL, PREDICTIONS]
     assert {k for k, v in after_edit.items() if v == "STALE"} == {
-        "features/flight_features",
-        "training/training_set",
-        "training/candidate_logreg",
-        "training/candidate_hgb",
-        "training/candidate_forest",
-        "training/model_selection",
-        "training/champion_model",
-        "serving/predictions",
+        key.to_user_string() for key in computed_from_features
     }
     # Rebuilt with the new SQL, the features are fresh again; what reads them stays stale until
     # it is built again.
     after_rebuild = _statuses(edited, "2013-01-05", "2013-01-22")
     stale = {k for k, v in after_rebuild.items() if v == "STALE"}
-    assert {"serving/predictions", "training/training_set"} <= stale
-    assert not stale & {"raw/flights", "raw/weather", "raw/planes", "features/flight_features"}
+    assert {PREDICTIONS.to_user_string(), TRAINING_SET.to_user_string()} <= stale
+    assert not stale & {k.to_user_string() for k in (RAW_FLIGHTS, RAW_WEATHER, RAW_PLANES, FLIGHT_FEATURES)}
     assert not {k for k in stale if k.startswith("staging/")}

@@ -19,6 +19,7 @@ import time
 import dagster as dg
 import pytest
 
+from ml_platform.keys import MODEL_SELECTION, op_name
 from ml_platform.resources import build_resources
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform_tests.ml_support import WEAK_CANDIDATES, all_definitions
@@ -117,7 +118,7 @@ def test_an_unavailable_server_fails_the_materialization_clearly(world, outage, 
     proxy.heal()
     message = failure(result)
     assert not result.success
-    assert result.get_failed_step_keys() == {"training__model_selection"}
+    assert result.get_failed_step_keys() == {op_name(MODEL_SELECTION)}
     # The first call to fail names the server: the registry lookup, or tracking itself.
     names_server = (f"MLflow tracking at {mlflow.where}", f"MLflow registry at {mlflow.where}")
     assert any(s in message for s in names_server), message
@@ -178,7 +179,7 @@ def test_a_failing_champion_lookup_never_promotes_a_worse_model(trained, record)
             run_config=trained.run_config(**WEAK_CANDIDATES),
             tags={"ml_platform/force_rebuild": "true"},
         )
-        decision = weak.output_for_node("training__model_selection")
+        decision = weak.output_for_node(op_name(MODEL_SELECTION))
         assert decision["alias"] == "challenger", decision["reasons"]  # healthy registry: refused
         assert direct.version_for(CHAMPION).version == champion.version
         try:
