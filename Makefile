@@ -60,7 +60,7 @@ dev: setup platform-env
 	mkdir -p $(DATA_DIR)/mlflow/artifacts
 	@echo "MLflow UI:  $(MLFLOW_UI_URL)   Dagster UI: $(DAGSTER_URL)"
 	trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--backend-store-uri sqlite:///$(DATA_DIR)/mlflow/mlflow.db \
 		--artifacts-destination $(DATA_DIR)/mlflow/artifacts --workers 1 & \
 	DAGSTER_HOME=$(DAGSTER_HOME) MLFLOW_TRACKING_URI=$(MLFLOW_UI_URL) ML_PLATFORM_DAGSTER_URL=$(DAGSTER_URL) \

@@ -160,7 +160,8 @@ def mlflow_server(root: Path, backend_store_uri: str | None = None):
         "1",
     ]
     log = root / "mlflow-server.log"
-    with process(args, log) as proc:
+    # As make dev and compose start it: without the GenAI job runner and its consumer processes.
+    with process(args, log, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/health", timeout=120, proc=proc, log=log)
         yield url, proc
