@@ -112,7 +112,9 @@ def test_duplicated_flight_keys_stop_the_features(landed):
     assert AssetCheckKey(RAW_FLIGHTS, "key_unique") in raw_daily_assets(landed.settings)[0].check_keys
 
 
-def test_a_negative_distance_stops_the_features(landed):
+def test_a_negative_distance_is_refused_before_anything_is_stored(landed):
+    """A value outside its declared domain cannot be right: the raw step fails naming the file,
+    column and value, and neither raw nor features of the day are written."""
     day = date(2013, 1, 3)
 
     def corrupt(frame):
@@ -120,10 +122,21 @@ def test_a_negative_distance_stops_the_features(landed):
         return frame
 
     result = _corrupt_and_run(landed, day, corrupt)
-    _assert_stopped_before_features(landed, result, day, "values_in_range")
-    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "values_in_range")
-    assert check.metadata["rows_out_of_range"].value == 2
-    assert "distance" in check.metadata["by_column"].value
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "raw__flights"
+    message = failure.step_failure_data.error.cause.message
+    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
+    assert f"{path}: column distance: -100 in row 6 is outside 0..10000 (2 row(s))" in message, message
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert RAW_FLIGHTS not in materialized and FEATURES not in materialized
+    assert (
+        _query(landed.settings, "select count(*) as n from raw.flights where flight_date = ?", [day])[
+            "n"
+        ].item()
+        == 0
+    )
+    assert_frame_equal(_features_on(landed.settings, JAN1), landed.baseline)
 
 
 def test_an_unreadable_delivery_fails_the_raw_step_naming_the_file(landed):

@@ -2,6 +2,8 @@
 
 A file is identified by size and modification time; only a changed signature costs a read,
 and a content hash decides whether the change is real (a re-landed identical file is not).
+Each new file is judged exactly as a run reading its day judges it (``LandingSource.judge_file``),
+so a file the run would refuse is reported here and its day waits, while good days go on.
 A day is ready when both its flights and weather files are present and valid.
 """
 
@@ -12,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from ml_platform.ingestion.schemas import DAILY_TABLES
-from ml_platform.ingestion.source import LandingSource, SourceError, day_of_file, read_day_file
+from ml_platform.ingestion.source import DAY_FILE, LandingSource, SourceError, day_of_file
 
 TABLES = tuple(DAILY_TABLES)  # flights, weather
 
@@ -62,9 +64,10 @@ def scan(
         folder = root / table
         if not folder.is_dir():
             continue
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith("."):
-                continue  # temp files of an atomic write in progress
+        # Temp files of an atomic write in progress are not deliveries.
+        paths = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        twice = _delivered_twice(paths)
+        for path in paths:
             rel = f"{table}/{path.name}"
             old = previous.get(rel)
             try:
@@ -77,12 +80,18 @@ def scan(
                     result.files[rel] = FileState(signature, "", "rejected", str(exc))
                     result.problems.append(f"{rel}: {exc}")
                 continue
-            signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+            # The signature also covers what else decides the verdict: a second file for the
+            # day, or upstream's marker that the day is really empty.
+            signature = f"{stat.st_size}:{stat.st_mtime_ns}{_context(landing, table, path, twice)}"
             if old is not None and old.signature == signature:
                 if old.status == "ok":
                     present[table].add(day_of_file(real))
                 continue
-            state = _validate(landing, table, rel, real, signature, first_day, end_day)
+            problem = twice.get(path.name)
+            if problem:
+                state = FileState(signature, _sha256(real), "rejected", problem)
+            else:
+                state = _validate(landing, table, real, signature, first_day, end_day)
             result.files[rel] = state
             if state.status != "ok":
                 result.problems.append(f"{rel}: {state.problem}")
@@ -96,13 +105,37 @@ def scan(
     return result
 
 
-def _validate(landing, table, rel, path, signature, first_day, end_day) -> FileState:
+def _delivered_twice(paths: list[Path]) -> dict[str, str]:
+    """Names of the files that share their day with another file (a .parquet and a .csv): which
+    one is the delivery cannot be told, so both wait until one is removed."""
+    by_day: dict[str, list[Path]] = {}
+    for path in paths:
+        match = DAY_FILE.match(path.name)
+        if match:
+            by_day.setdefault(match.group(1), []).append(path)
+    problems = {}
+    for group in by_day.values():
+        if len(group) > 1:
+            problem = f"{' and '.join(map(str, group))}: the same day was delivered twice"
+            problems.update({p.name: problem for p in group})
+    return problems
+
+
+def _context(landing: LandingSource, table: str, path: Path, twice: dict[str, str]) -> str:
+    try:
+        declared_empty = landing.empty_marker(table, day_of_file(path)).exists()
+    except SourceError:  # not a day file: refused by its name
+        return ""
+    return (":twice" if path.name in twice else "") + (":declared-empty" if declared_empty else "")
+
+
+def _validate(landing, table, path, signature, first_day, end_day) -> FileState:
     sha = _sha256(path)
     try:
         day = day_of_file(path)
         if day < first_day or (end_day is not None and day >= end_day):
             raise SourceError(f"{path}: day {day} is outside the partitions {first_day}..{end_day or 'open'}")
-        read_day_file(path, DAILY_TABLES[table], day)
+        landing.judge_file(table, path, day)
     except SourceError as exc:
         return FileState(signature, sha, "rejected", str(exc))
     return FileState(signature, sha, "ok")

@@ -82,8 +82,7 @@ def request_landed_days(
     for problem in result.problems:
         context.log.warning(f"landing file skipped: {problem}")
     if not result.ready_days:
-        reason = f"no new complete days; {len(result.problems)} file(s) skipped" if result.problems else None
-        return SensorResult(skip_reason=reason or "no new complete days", cursor=dump_cursor(result.files))
+        return SensorResult(skip_reason=skip_reason(result.problems), cursor=dump_cursor(result.files))
     selection = LANDING_PATH if _champion_exists(mlflow, context) else INGESTION_PATH
     requests = []
     for first, last in contiguous_ranges(result.ready_days):
@@ -101,6 +100,17 @@ def request_landed_days(
             )
         )
     return SensorResult(run_requests=requests, cursor=dump_cursor(result.files))
+
+
+def skip_reason(problems: list[str], shown: int = 3) -> str:
+    """Why nothing was requested, naming the refused files (each waits for a corrected file)."""
+    if not problems:
+        return "no new complete days"
+    more = f"; and {len(problems) - shown} more (see the log)" if len(problems) > shown else ""
+    return (
+        f"no new complete days; {len(problems)} file(s) refused, each day waits for a corrected "
+        f"file: {'; '.join(problems[:shown])}{more}"
+    )
 
 
 def _asset_graph(context):

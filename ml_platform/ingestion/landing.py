@@ -4,7 +4,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES
-from ml_platform.ingestion.source import REFERENCE_DIR, PackagedSource, write_frame_atomically
+from ml_platform.ingestion.source import EMPTY_DIR, REFERENCE_DIR, PackagedSource, write_frame_atomically
 
 FORMATS = ("parquet", "csv")
 
@@ -15,7 +15,9 @@ def land_days(
     """Write ``days`` days from ``start`` (flights and weather, one file per day and table).
 
     A day with no rows upstream is still delivered, as an empty file with the declared columns,
-    so that "nothing happened" is distinguishable from "nothing arrived".
+    so that "nothing happened" is distinguishable from "nothing arrived", together with the marker
+    ``<root>/empty/<table>/<day>`` that says the day is really empty (an empty file alone is
+    refused: upstream fills every day).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -43,6 +45,11 @@ def land_days(
         for table in DAILY_TABLES:
             frame = source.read_days(table, day, day + timedelta(days=1)).frame
             path = root / table / f"{day.isoformat()}.{fmt}"
+            if frame.empty:
+                marker = root / EMPTY_DIR / table / day.isoformat()
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(f"upstream has no {table} rows for {day.isoformat()}\n")
+                written.append(marker)
             write_frame_atomically(frame, path)
             written.append(path)
         echo(f"landed {day.isoformat()} ({offset + 1}/{days}) into {root}")

@@ -1,7 +1,8 @@
 """Column order, types and constraints of every raw table, declared once.
 
 The same declaration conforms incoming frames, creates warehouse tables, drives the type and
-range checks and renders the table schema shown in the Dagster UI.
+range checks, judges landed files (``ingestion/judge.py``) and renders the table schema shown in
+the Dagster UI.
 """
 
 from __future__ import annotations
@@ -20,22 +21,49 @@ _PANDAS_DTYPES = {
 }
 
 
+# Text upstream never sends as a value: each is a null written out by some other writer, and
+# storing it would turn "unknown" into a code. Upstream writes a null as an empty field.
+NULL_SPELLINGS = frozenset({"NA", "N/A", "NULL", "null", "None", "NaN", "nan", "#N/A", "-", ""})
+
+
 class SchemaError(ValueError):
     """A frame does not fit its table's declared schema."""
 
 
 @dataclass(frozen=True)
 class Column:
+    """A column and its domain: the values upstream can mean. A landed value outside it is
+    refused with the file rather than stored."""
+
     name: str
     sql_type: str
     nullable: bool = True
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+    pattern: str | None = None  # text: the whole value matches (codes are written in capitals)
+    references: str | None = None  # "<reference table>.<column>" that lists every valid code
+    clock: bool = False  # a local time of day written hhmm (0..2400, minutes below 60)
+    filled: bool = False  # an outcome: a day of rows never has it missing on every row
 
     @property
     def pandas_dtype(self) -> str:
         return _PANDAS_DTYPES[self.sql_type]
+
+    def domain(self) -> list[str]:
+        """The domain in words, as the UI's column constraints show it."""
+        words = []
+        if self.minimum is not None or self.maximum is not None:
+            words.append(f"between {self.minimum} and {self.maximum}")
+        if self.clock:
+            words.append("a time of day hhmm")
+        if self.pattern:
+            words.append(f"matches {self.pattern}")
+        if self.references:
+            words.append(f"in raw/{self.references.split('.')[0]}")
+        if self.filled:
+            words.append("never missing for a whole day")
+        return words
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,11 @@ class TableSpec:
     key: tuple[str, ...]
     partition_column: str | None = None
     description: str = ""
+    # Rules between columns of a landed row, and whether upstream fills every day with rows.
+    date_parts: tuple[str, str, str] | None = None  # year, month, day of the partition column
+    local_hour: tuple[str, str, str] | None = None  # hour, the instant it names, and its time zone
+    clock_parts: tuple[str, str, str] | None = None  # hhmm column, its hour and its minute
+    filled_daily: bool = False
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,9 +103,7 @@ class TableSpec:
                     constraints=TableColumnConstraints(
                         nullable=c.nullable,
                         unique=self.key == (c.name,),
-                        other=[f"between {c.minimum} and {c.maximum}"]
-                        if c.minimum is not None or c.maximum is not None
-                        else [],
+                        other=c.domain(),
                     ),
                 )
                 for c in self.columns
@@ -129,8 +160,16 @@ def _convert(values: pd.Series, col: Column) -> pd.Series:
     raise TypeError(f"unsupported type {col.sql_type}")
 
 
-def _c(name, sql_type, nullable=True, lo=None, hi=None, doc=""):
-    return Column(name, sql_type, nullable, lo, hi, doc)
+def _c(name, sql_type, nullable=True, lo=None, hi=None, doc="", **domain):
+    return Column(name, sql_type, nullable, lo, hi, doc, **domain)
+
+
+CARRIER = {"pattern": "[A-Z0-9]{2}", "references": "airlines.carrier"}
+NYC_AIRPORT = {"pattern": "[A-Z]{3}", "references": "airports.faa"}
+# Destinations include airports the reference table does not list (BQN, PSE, SJU, STT).
+AIRPORT_CODE = {"pattern": "[A-Z]{3}"}
+TAIL_NUMBER = {"pattern": "[A-Z0-9]{2,6}"}
+NEW_YORK = "America/New_York"
 
 
 FLIGHTS = TableSpec(
@@ -138,22 +177,26 @@ FLIGHTS = TableSpec(
     description="One row per scheduled departure from NYC (EWR, JFK, LGA), as delivered upstream.",
     partition_column="flight_date",
     key=("flight_date", "carrier", "flight", "origin", "sched_dep_time"),
+    date_parts=("year", "month", "day"),
+    local_hour=("hour", "time_hour", NEW_YORK),
+    clock_parts=("sched_dep_time", "hour", "minute"),
+    filled_daily=True,
     columns=(
         _c("flight_date", "DATE", False, doc="Local scheduled departure day; the partition column"),
         _c("year", "BIGINT", False, 2000, 2100),
         _c("month", "BIGINT", False, 1, 12),
         _c("day", "BIGINT", False, 1, 31),
-        _c("dep_time", "DOUBLE", True, 0, 2400),
-        _c("sched_dep_time", "BIGINT", False, 0, 2359),
-        _c("dep_delay", "DOUBLE", True, -1440, 2880, "Minutes; negative is early"),
-        _c("arr_time", "DOUBLE", True, 0, 2400),
-        _c("sched_arr_time", "BIGINT", True, 0, 2400),
-        _c("arr_delay", "DOUBLE", True, -1440, 2880, "Minutes; null when cancelled or diverted"),
-        _c("carrier", "VARCHAR", False),
+        _c("dep_time", "DOUBLE", True, 0, 2400, clock=True, filled=True),
+        _c("sched_dep_time", "BIGINT", False, 0, 2359, clock=True),
+        _c("dep_delay", "DOUBLE", True, -1440, 2880, "Minutes; negative is early", filled=True),
+        _c("arr_time", "DOUBLE", True, 0, 2400, clock=True, filled=True),
+        _c("sched_arr_time", "BIGINT", True, 0, 2400, clock=True),
+        _c("arr_delay", "DOUBLE", True, -1440, 2880, "Minutes; null when cancelled or diverted", filled=True),
+        _c("carrier", "VARCHAR", False, **CARRIER),
         _c("flight", "BIGINT", False, 0, 99999),
-        _c("tailnum", "VARCHAR", True),
-        _c("origin", "VARCHAR", False),
-        _c("dest", "VARCHAR", False),
+        _c("tailnum", "VARCHAR", True, **TAIL_NUMBER),
+        _c("origin", "VARCHAR", False, **NYC_AIRPORT),
+        _c("dest", "VARCHAR", False, **AIRPORT_CODE),
         _c("air_time", "DOUBLE", True, 0, 1440),
         _c("distance", "DOUBLE", False, 0, 10000, "Miles"),
         _c("hour", "BIGINT", False, 0, 23),
@@ -167,22 +210,25 @@ WEATHER = TableSpec(
     description="Hourly weather at the three NYC airports.",
     partition_column="weather_date",
     key=("origin", "time_hour"),
+    date_parts=("year", "month", "day"),
+    local_hour=("hour", "time_hour", NEW_YORK),
+    filled_daily=True,
     columns=(
         _c("weather_date", "DATE", False, doc="Local day of the observation; the partition column"),
-        _c("origin", "VARCHAR", False),
+        _c("origin", "VARCHAR", False, **NYC_AIRPORT),
         _c("year", "BIGINT", False, 2000, 2100),
         _c("month", "BIGINT", False, 1, 12),
         _c("day", "BIGINT", False, 1, 31),
         _c("hour", "BIGINT", False, 0, 23),
-        _c("temp", "DOUBLE", True, -60, 130, "Fahrenheit"),
-        _c("dewp", "DOUBLE", True, -80, 100),
-        _c("humid", "DOUBLE", True, 0, 100),
+        _c("temp", "DOUBLE", True, -60, 130, "Fahrenheit", filled=True),
+        _c("dewp", "DOUBLE", True, -80, 100, filled=True),
+        _c("humid", "DOUBLE", True, 0, 100, filled=True),
         _c("wind_dir", "DOUBLE", True, 0, 360),
-        _c("wind_speed", "DOUBLE", True, 0, 1100, "mph"),
+        _c("wind_speed", "DOUBLE", True, 0, 1100, "mph", filled=True),
         _c("wind_gust", "DOUBLE", True, 0, 1100),
-        _c("precip", "DOUBLE", True, 0, 10),
+        _c("precip", "DOUBLE", True, 0, 10, filled=True),
         _c("pressure", "DOUBLE", True, 900, 1100),
-        _c("visib", "DOUBLE", True, 0, 10),
+        _c("visib", "DOUBLE", True, 0, 10, filled=True),
         _c("time_hour", "TIMESTAMPTZ", False),
     ),
 )

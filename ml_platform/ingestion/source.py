@@ -6,9 +6,7 @@ and a landing directory of daily files, which is what a real deployment points a
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import date
@@ -16,11 +14,14 @@ from functools import lru_cache
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from dagster import ConfigurableResource
 
 from ml_platform.config import CACHE_DIR
+from ml_platform.ingestion import delivery
+from ml_platform.ingestion.delivery import DAY_FILE, SourceError, count_rows, day_of_file
+from ml_platform.ingestion.judge import Landed, extra_warning, judge
+from ml_platform.ingestion.rules import References
 from ml_platform.ingestion.schemas import (
     ALL_TABLES,
     DAILY_TABLES,
@@ -31,12 +32,10 @@ from ml_platform.ingestion.schemas import (
     extra_columns,
 )
 
-DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(parquet|csv)$")
+__all__ = ["DAY_FILE", "SourceError", "day_of_file"]
 REFERENCE_DIR = "reference"
-
-
-class SourceError(ValueError):
-    """Upstream delivered something unusable; the message names the file or day and the problem."""
+# <root>/empty/<table>/<YYYY-MM-DD>: upstream's word that a day it normally fills has no rows.
+EMPTY_DIR = "empty"
 
 
 @dataclass
@@ -191,50 +190,69 @@ class LandingSource(FlightSource):
         return found[0] if found else None
 
     def read_days(self, table: str, start: date, end: date) -> SourceBatch:
-        """The days' files, validated each, conformed together: conforming is most of the cost of
-        a small file, so a year of weather reads in a fifth of the time. Where the files do not
-        conform together or a row is at fault, they are conformed one by one, and the error names
-        the file, exactly as reading that day alone would."""
+        """The days' files, each judged against the declared schema by itself, then combined
+        (``judge.py``): a range reads exactly as its days read one by one, and a fault names the
+        file just as reading that day alone would."""
         spec = _spec(table, DAILY_TABLES)
-        days = list(pd.date_range(start, end, inclusive="left").date)
-        paths = []
-        for day in days:
+        files = []
+        for day in pd.date_range(start, end, inclusive="left").date:
             path = self.day_file(table, day)
             if path is None:
                 raise SourceError(
                     f"{table}/{day.isoformat()}: no landed file (.parquet or .csv) under {self.root_path}"
                 )
-            paths.append(path)
-        if not paths:
-            return SourceBatch(_empty(spec), [], [])
-        raw, warnings = [], []
-        for path, day in zip(paths, days, strict=True):
-            frame, extra = _read_day_unconformed(path, spec, day)
-            raw.append(frame)
-            warnings += extra
-        try:
-            frame = conform(_concat(raw), spec, origin=str(self.root_path / table))
-        except SchemaError:
-            frame = None
-        file_days = np.repeat(np.array(days, dtype="datetime64[D]"), [len(f) for f in raw])
-        if frame is None or _bad_rows(frame, spec, file_days):
-            batches = [read_day_file(p, spec, d) for p, d in zip(paths, days, strict=True)]
-            frame = pd.concat([b.frame for b in batches], ignore_index=True)
-        return SourceBatch(frame, [str(p) for p in paths], warnings)
+            files.append(self.landed(table, path, day))
+        frame, warnings = judge(files, spec, self.references())
+        return SourceBatch(frame, [str(f.path) for f in files], warnings)
+
+    def judge_file(self, table: str, path: Path, day: date) -> SourceBatch:
+        """One delivered file judged exactly as a run reading its day would judge it."""
+        spec = _spec(table, DAILY_TABLES)
+        frame, warnings = judge([self.landed(table, path, day)], spec, self.references())
+        return SourceBatch(frame, [str(path)], warnings)
+
+    def landed(self, table: str, path: Path, day: date) -> Landed:
+        marker = self.empty_marker(table, day)
+        # Resolved only when present (one look per day): a marker must not lead out of the root.
+        return Landed(path, day, marker, marker.exists() and self.resolve(marker).exists())
+
+    def empty_marker(self, table: str, day: date) -> Path:
+        """Where upstream declares that ``day`` of ``table`` really has no rows."""
+        return self.root_path / EMPTY_DIR / table / day.isoformat()
+
+    def references(self) -> References:
+        """The codes each reference table lists: the landed reference file, as raw/<table> stores
+        it, or the packaged table where upstream has not landed one."""
+        found: References = {}
+        for spec in DAILY_TABLES.values():
+            for column in spec.columns:
+                if column.references and column.references not in found:
+                    table, key = column.references.split(".")
+                    path = self.resolve(f"{REFERENCE_DIR}/{table}.parquet")
+                    if path.exists():
+                        codes = _reference_codes(str(path), *delivery.stat(path), table, key)
+                    else:
+                        codes = frozenset(PackagedSource().read_reference(table).frame[key].dropna())
+                    found[column.references] = (codes, f"raw/{table}")
+        return found
 
     def row_counts(self, table: str, start: date, end: date) -> dict[date, int]:
         counts = {}
         for day in pd.date_range(start, end, inclusive="left").date:
             path = self.day_file(table, day)
-            counts[day] = 0 if path is None else _count_rows(path)
+            counts[day] = 0 if path is None else count_rows(path)
         return {d: n for d, n in counts.items() if n}
 
     def read_reference(self, table: str) -> SourceBatch:
         spec = _spec(table, REFERENCE_TABLES)
         path = self.resolve(f"{REFERENCE_DIR}/{table}.parquet")
-        frame = _read_file(path, spec)
-        warnings = _extra_warning(path, frame, spec)
-        return SourceBatch(conform(frame, spec, origin=str(path)), [str(path)], warnings)
+        frame = delivery.read_file(path, spec)
+        warnings = extra_warning(path, extra_columns(frame, spec), spec)
+        try:
+            conformed = conform(frame, spec, origin=str(path))
+        except SchemaError as exc:
+            raise SourceError(str(exc)) from exc
+        return SourceBatch(conformed, [str(path)], warnings)
 
     def available_days(self, table: str = "flights") -> list[date]:
         """Days with a landed file. Files whose name is not a calendar day (``day_of_file``
@@ -254,137 +272,17 @@ class LandingSource(FlightSource):
         return sorted(days)
 
 
-def day_of_file(path: Path) -> date:
-    match = DAY_FILE.match(path.name)
-    if not match:
-        raise SourceError(f"{path}: file name is not <YYYY-MM-DD>.parquet or <YYYY-MM-DD>.csv")
-    try:
-        return date.fromisoformat(match.group(1))
-    except ValueError as exc:
-        raise SourceError(f"{path}: file name is not a calendar date") from exc
-
-
-def read_day_file(path: Path, spec: TableSpec, day: date) -> SourceBatch:
-    """Read and validate one landed day file; every error names the file and the problem.
-
-    The file's own name must be the day asked for: a symbolic link may point inside the root,
-    but only at a file named for the same day.
-    """
-    frame, warnings = _read_day_unconformed(path, spec, day)
-    try:
-        frame = conform(frame, spec, origin=str(path))
-    except SchemaError as exc:
-        raise SourceError(str(exc)) from exc
-    # Refused here, naming the file: later the warehouse's NOT NULL constraint would fail the
-    # write without saying which delivery was at fault.
-    nulls = {c.name: int(frame[c.name].isna().sum()) for c in spec.columns if not c.nullable}
-    if any(nulls.values()):
-        detail = ", ".join(f"{name} ({count})" for name, count in nulls.items() if count)
-        raise SourceError(f"{path}: null values in required column(s) {detail}")
-    days = frame[spec.partition_column]
-    outside = int((days != pd.Timestamp(day)).sum())
-    if outside:
-        raise SourceError(f"{path}: {outside} row(s) are dated outside the file's day {day.isoformat()}")
+def read_day_file(path: Path, spec: TableSpec, day: date, references: References | None = None):
+    """Read and judge one landed day file outside a landing root (no empty-day marker applies)."""
+    frame, warnings = judge([Landed(path, day)], spec, references or {})
     return SourceBatch(frame, [str(path)], warnings)
 
 
-def _read_day_unconformed(path: Path, spec: TableSpec, day: date) -> tuple[pd.DataFrame, list[str]]:
-    if day_of_file(path) != day:
-        raise SourceError(f"{path}: file is named for another day than {day.isoformat()}")
-    before = _stat(path)
-    frame = _read_file(path, spec)
-    if _stat(path) != before:
-        raise SourceError(f"{path}: file changed while it was being read; it will be read again")
-    return _with_day_column(frame, spec), _extra_warning(path, frame, spec)
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Empty days (a day without flights is an empty file) add no rows, and their column types
-    would only blur the others'."""
-    rows = [f for f in frames if len(f)]
-    return pd.concat(rows or frames[:1], ignore_index=True)
-
-
-def _bad_rows(frame: pd.DataFrame, spec: TableSpec, file_days: np.ndarray) -> bool:
-    """A required value missing, or a row dated outside its file's day."""
-    if any(frame[c.name].isna().any() for c in spec.columns if not c.nullable):
-        return True
-    days = frame[spec.partition_column].to_numpy().astype("datetime64[D]")
-    return bool((days != file_days).any())
-
-
-def _extra_warning(path: Path, frame: pd.DataFrame, spec: TableSpec) -> list[str]:
-    extra = extra_columns(frame, spec)
-    if not extra:
-        return []
-    return [f"{path}: ignored unknown column(s) {', '.join(extra)} not declared for {spec.name}"]
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
-
-
-def _read_file(path: Path, spec: TableSpec | None = None) -> pd.DataFrame:
-    if not path.exists():
-        raise SourceError(f"{path}: file does not exist")
-    if path.stat().st_size == 0:
-        raise SourceError(f"{path}: file is empty (0 bytes)")
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            _check_csv_rows(path)
-            # Only an empty field is missing (a code such as "NA" is a value), text columns stay
-            # text whatever they look like, and floats read back exactly as they were written.
-            text = [c.name for c in spec.columns if c.sql_type == "VARCHAR"] if spec else []
-            return pd.read_csv(
-                path,
-                keep_default_na=False,
-                na_values=[""],
-                dtype={c: "string" for c in text},
-                float_precision="round_trip",
-            )
-    except SourceError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
-        raise SourceError(f"{path}: unreadable {path.suffix[1:]} file: {exc}") from exc
-    raise SourceError(f"{path}: unsupported file type {path.suffix!r}")
-
-
-def _check_csv_rows(path: Path) -> None:
-    """Every record has as many fields as the header: a file cut off mid-row (a partial write or
-    transfer) is refused instead of read with the missing fields silently null."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header:
-            raise SourceError(f"{path}: csv file has no header line")
-        for row in reader:
-            if row and len(row) != len(header):  # blank lines are skipped, as pandas does
-                raise SourceError(
-                    f"{path}: line {reader.line_num} has {len(row)} field(s) but the header has "
-                    f"{len(header)}; the file is truncated or malformed"
-                )
-
-
-def _count_rows(path: Path) -> int:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # noqa: BLE001 - unreadable files count as nothing delivered
-            return 0
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return max(sum(1 for row in csv.reader(fh) if row) - 1, 0)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return 0
-
-
-def _empty(spec: TableSpec) -> pd.DataFrame:
-    return pd.DataFrame({c.name: pd.Series(dtype=c.pandas_dtype) for c in spec.columns})
+@lru_cache(maxsize=16)
+def _reference_codes(path: str, size: int, mtime_ns: int, table: str, key: str) -> frozenset[str]:
+    """Codes of a landed reference file, read once per version of the file."""
+    frame = delivery.read_file(Path(path), REFERENCE_TABLES[table])
+    return frozenset(frame[key].dropna().astype(str))
 
 
 def write_frame_atomically(frame: pd.DataFrame, path: Path) -> None:

@@ -144,7 +144,7 @@ CASES = [
         "rows dated outside the file's day", 6, another_days_rows, "read", ("dated outside the file's day",)
     ),
     Case("duplicate flight keys", 7, duplicate_keys, "check", ("duplicate_rows",), "key_unique"),
-    Case("negative distance", 8, negative_distance, "check", ("distance",), "values_in_range"),
+    Case("negative distance", 8, negative_distance, "read", ("column distance: -250", "outside 0..10000")),
     Case("nulls in key columns", 9, null_keys, "read", ("null values in required column(s) carrier (2)",)),
     Case("file name that is not a date", 10, not_a_date, "absent", ("file name is not <YYYY-MM-DD>",)),
     Case(

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-import ml_platform.ingestion.source as source_module
+import ml_platform.ingestion.delivery as delivery_module
 from ml_platform.automation.landing_scan import load_cursor
 from ml_platform.definitions import build_definitions
 from ml_platform.features.assets import MODEL_CODE_VERSIONS
@@ -201,7 +201,7 @@ def test_a_file_that_changes_while_being_read_is_refused_then_read_again(world, 
     deliver_weather(root, day)
     path = root / "flights" / f"{day}.parquet"
     write_frame_atomically(good_frame(day).iloc[:-1], path)  # a first, incomplete version
-    real_read = source_module._read_file
+    real_read = delivery_module.read_file
 
     def read_then_replace(file, spec=None):
         frame = real_read(file, spec)
@@ -212,13 +212,13 @@ def test_a_file_that_changes_while_being_read_is_refused_then_read_again(world, 
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
         return frame
 
-    with mock.patch.object(source_module, "_read_file", read_then_replace):
+    with mock.patch.object(delivery_module, "read_file", read_then_replace):
         result, _ = tick(world.defs, world.instance, world.cursor)
     state = load_cursor(result.cursor)[f"flights/{path.name}"]
     assert state.status == "rejected" and "changed while it was being read" in state.problem
     assert str(path) in state.problem
     write_frame_atomically(good_frame(day).iloc[:-1], path)
-    with mock.patch.object(source_module, "_read_file", read_then_replace):
+    with mock.patch.object(delivery_module, "read_file", read_then_replace):
         run = ingest(world.instance, world.settings, day, raise_on_error=False)
     run_says = _run_error(run)
     assert not run.success and "changed while it was being read" in run_says and str(path) in run_says

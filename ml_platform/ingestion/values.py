@@ -1,0 +1,264 @@
+"""One landed file's columns converted to the declared types, by that file alone.
+
+Stricter than ``schemas.conform`` (which also serves the packaged data): a value converts only
+when it can mean one thing. Dates are YYYY-MM-DD, instants carry their UTC offset, numbers are
+written as numbers, text is text; anything else is refused naming the column, value and row.
+Columns come back as arrays, so a year of files is combined column by column without building a
+frame per file; a column already of the declared type costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+
+from ml_platform.ingestion.schemas import NULL_SPELLINGS, Column, TableSpec, extra_columns
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})")
+NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+INT64_MAX = 2**63 - 1
+DECLARED = {
+    "DATE": np.dtype("datetime64[us]"),
+    "TIMESTAMPTZ": pd.DatetimeTZDtype("us", "UTC"),
+    "BIGINT": pd.Int64Dtype(),
+    "DOUBLE": np.dtype("float64"),
+    "VARCHAR": pd.StringDtype("python"),
+}
+
+
+class ValueFault(ValueError):
+    """A column of one file does not convert; the message says why, in the data's words."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    columns: dict[str, object]  # declared column -> numpy or extension array of its declared type
+    rows: int
+    extra: list[str]  # unknown columns, ignored
+
+
+def conform_file(frame: pd.DataFrame, spec: TableSpec) -> Converted:
+    """The declared columns of one file, converted. Raises ``ValueFault`` (the caller adds the
+    file's name)."""
+    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if twice:
+        raise ValueFault(f"column(s) {', '.join(twice)} appear more than once")
+    parts, day = spec.date_parts, spec.partition_column
+    derive = day is not None and day not in frame.columns and parts and all(p in frame for p in parts)
+    missing = [c for c in spec.column_names if c not in frame.columns and not (derive and c == day)]
+    if missing:
+        raise ValueFault(f"{spec.name} is missing column(s) {', '.join(missing)}")
+    out = {}
+    for col in spec.columns:
+        if derive and col.name == day:
+            continue
+        try:
+            out[col.name] = convert(frame[col.name], col)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueFault(
+                f"column {col.name!r} of {spec.name} does not convert to {col.sql_type}: {exc}"
+            ) from exc
+    if derive:
+        out[day] = _date_from_parts(out, parts)
+    return Converted({c: out[c] for c in spec.column_names}, len(frame), extra_columns(frame, spec))
+
+
+def convert(values: pd.Series, col: Column):
+    declared = DECLARED[col.sql_type]
+    python_strings = col.sql_type != "VARCHAR" or type(values.array) is pd.arrays.StringArray
+    if values.dtype == declared and python_strings:
+        return values.array if isinstance(declared, pd.api.extensions.ExtensionDtype) else values.to_numpy()
+    if isinstance(values.dtype, pd.CategoricalDtype):  # dictionary-encoded values are still values
+        values = values.astype(object).where(values.notna(), None)
+    if len(values) == 0 or (values.hasnans and values.isna().all()):
+        return (
+            pd.array([None] * len(values), dtype=declared)
+            if col.sql_type != "DOUBLE"
+            else np.full(len(values), np.nan)
+        )
+    return CONVERTERS[col.sql_type](values)
+
+
+def _date_from_parts(out: dict, parts: tuple[str, str, str]) -> np.ndarray:
+    ymd = pd.DataFrame({"year": out[parts[0]], "month": out[parts[1]], "day": out[parts[2]]})
+    days = pd.to_datetime(ymd.astype("float64"), errors="coerce")
+    bad = days.isna() & ymd.notna().all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        values = "-".join(str(v) for v in ymd.iloc[row])
+        raise ValueFault(f"{'/'.join(parts)} {values} in row {row + 1} is not a calendar date")
+    return days.to_numpy().astype("datetime64[us]")
+
+
+def _row(mask) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0]) + 1
+
+
+KINDS = {
+    "string": "text",
+    "integer": "number",
+    "floating": "number",
+    "mixed-integer-float": "number",
+    "decimal": "number",
+    "boolean": "bool",
+    "date": "naive",
+    "datetime64": "naive",
+    "bytes": "binary",
+}
+
+
+def _kind(values: pd.Series) -> str:
+    """What a column holds: text, number, bool, naive (dates or times), instant, or other."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype):
+        return "text"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return "instant"
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return "naive"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if inferred == "datetime":
+        return "naive" if values.dropna().iloc[0].tzinfo is None else "instant"
+    return KINDS.get(inferred, "mixed")
+
+
+def _unexpected(kind: str, expected: str) -> ValueFault:
+    words = {"bool": "true/false values", "naive": "dates or times", "instant": "timestamps"}
+    return ValueFault(f"{words.get(kind, kind + ' values')} where {expected} are expected")
+
+
+def _date(values: pd.Series) -> np.ndarray:
+    kind = _kind(values)
+    if kind == "text":
+        return _parse_text(values, ISO_DATE, "a date written YYYY-MM-DD", _iso_day)
+    if kind == "naive":  # a time of day is refused by the rules
+        return pd.to_datetime(values).to_numpy().astype("datetime64[us]")
+    if kind == "instant":
+        raise ValueFault("values carry a time zone; expected dates")
+    raise _unexpected(kind, "dates")
+
+
+def _instant(values: pd.Series):
+    kind = _kind(values)
+    if kind == "text":
+        meaning = "a timestamp with its UTC offset (2013-01-01 05:00:00+00:00)"
+        return pd.array(_parse_text(values, ISO_INSTANT, meaning, _iso_instant)).tz_localize("UTC")
+    if kind == "instant":
+        return pd.to_datetime(values, utc=True).astype(DECLARED["TIMESTAMPTZ"]).array
+    if kind == "naive":
+        raise ValueFault("timestamps without a time zone; expected them with their UTC offset")
+    raise _unexpected(kind, "timestamps")
+
+
+def _iso_day(text: str) -> np.datetime64:
+    return np.datetime64(date.fromisoformat(text), "D")
+
+
+def _iso_instant(text: str) -> np.datetime64:
+    moment = datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+    return np.datetime64(moment, "us")
+
+
+def _parse_text(values: pd.Series, pattern: re.Pattern, meaning: str, parse) -> np.ndarray:
+    """Each distinct text parsed once (a day repeats the same few dates and hours); the first
+    that is not ``meaning`` is named with its row."""
+    codes, unique = pd.factorize(values)
+    parsed = []
+    for text in unique:
+        try:
+            if not pattern.fullmatch(text):
+                raise ValueError(text)
+            parsed.append(parse(text))
+        except (ValueError, OverflowError):
+            raise ValueFault(f"{text!r} in row {_row(codes == len(parsed))} is not {meaning}") from None
+    table = np.array([*parsed, np.datetime64("NaT")], dtype="datetime64[us]")
+    return table[codes]  # code -1 (a null) takes the trailing NaT
+
+
+def _bigint(values: pd.Series):
+    if values.dtype == np.int64:  # a CSV column of integers
+        return pd.arrays.IntegerArray(values.to_numpy(), np.zeros(len(values), dtype=bool))
+    numbers, mask = _numbers(values)
+    if numbers.dtype.kind == "i":
+        return pd.arrays.IntegerArray(numbers, mask)
+    for wrong, says in (
+        (np.isinf(numbers), "is not a finite number"),
+        (np.fmod(numbers, 1) != 0, "is not a whole number"),
+        (np.abs(numbers) >= 2.0**63, "overflows BIGINT"),
+    ):
+        wrong &= ~np.isnan(numbers)
+        if wrong.any():
+            row = _row(wrong)
+            raise ValueFault(f"{numbers[row - 1]!r} in row {row} {says}")
+    nulls = np.isnan(numbers)
+    return pd.arrays.IntegerArray(np.where(nulls, 0, numbers).astype("int64"), nulls)
+
+
+def _double(values: pd.Series) -> np.ndarray:
+    numbers, mask = _numbers(values)  # infinite or out-of-range values are refused by the rules
+    return np.where(mask, np.nan, numbers.astype("float64")) if numbers.dtype.kind == "i" else numbers
+
+
+def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """int64 values and their null mask, or float64 values (NaN for null) and a mask of nulls:
+    a numeric column as is, text only where every value is written as a number."""
+    kind = _kind(values)
+    if kind == "number" and values.dtype == object:
+        try:
+            values = pd.to_numeric(values)
+        except (ValueError, OverflowError) as exc:
+            raise ValueFault(f"numbers that do not fit a 64-bit column ({exc})") from exc
+    if kind == "number":
+        mask = values.isna().to_numpy() if values.hasnans else np.zeros(len(values), dtype=bool)
+        if pd.api.types.is_integer_dtype(values.dtype):
+            if pd.api.types.is_unsigned_integer_dtype(values.dtype) and (values.fillna(0) > INT64_MAX).any():
+                row = _row(values.fillna(0) > INT64_MAX)
+                raise ValueFault(f"{values.iloc[row - 1]} in row {row} overflows BIGINT")
+            return values.to_numpy(dtype="int64", na_value=0), mask
+        return values.to_numpy(dtype="float64", na_value=np.nan), mask
+    if kind != "text":
+        raise _unexpected(kind, "numbers")
+    codes, unique = pd.factorize(values)
+    parsed = []
+    for text in unique:
+        if not NUMBER.fullmatch(text):
+            hint = " (a null is an empty field)" if text.strip() in NULL_SPELLINGS else ""
+            raise ValueFault(f"{text!r} in row {_row(codes == len(parsed))} is not a number{hint}")
+        parsed.append(_parse_number(text))
+    mask = codes < 0
+    if all(isinstance(p, int) and abs(p) <= INT64_MAX for p in parsed):
+        return np.array([*parsed, 0], dtype="int64")[codes], mask
+    return np.array([*parsed, np.nan], dtype="float64")[codes], mask
+
+
+def _parse_number(text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _text(values: pd.Series):
+    kind = _kind(values)
+    if kind != "text":
+        raise _unexpected(kind, "text values")
+    return pd.array(values, dtype=DECLARED["VARCHAR"])
+
+
+CONVERTERS = {
+    "DATE": _date,
+    "TIMESTAMPTZ": _instant,
+    "BIGINT": _bigint,
+    "DOUBLE": _double,
+    "VARCHAR": _text,
+}
