@@ -11,6 +11,7 @@ import signal
 KILL_AT_ENV_VAR = "ML_PLATFORM_KILL_AT"
 POINTS = (
     "warehouse.before_commit",  # partition deleted and re-inserted, transaction not committed
+    "features.before_publish_commit",  # audited feature window published, transaction not committed
     "registry.before_alias",  # model version registered and tagged, alias not yet moved
 )
 

@@ -142,15 +142,20 @@ def test_dbt_features_depend_on_the_raw_tables_and_expose_their_tests_as_checks(
     assert not checks["weather_joined_flight_features_"].blocking  # severity: warn
 
 
-def test_the_feature_model_is_incremental_and_the_manifest_is_prepared():
+def test_the_feature_model_is_audited_in_staging_and_the_manifest_is_prepared(dbt_features):
+    """dbt builds the window alone into features_staging; the step publishes it into features."""
     assert Path(dbt_project.manifest_path).is_file()
     assert Path(dbt_project.manifest_path).is_relative_to(DBT_PROJECT_DIR)
     manifest = json.loads(Path(dbt_project.manifest_path).read_text())
     model = manifest["nodes"]["model.ml_platform.flight_features"]
-    assert model["config"]["materialized"] == "incremental"
+    assert model["config"]["materialized"] == "table"
     assert model["config"]["contract"]["enforced"]
-    assert "is_incremental()" in json.dumps(model["config"]["pre-hook"])
-    assert model["config"]["schema"] == "features"
+    assert model["config"]["schema"] == "features_staging"
+    assert model["config"]["meta"]["publish_schema"] == "features"
+    table = dbt_features.specs_by_key[FEATURES].metadata["dagster/table_name"]
+    assert table.endswith(".features.flight_features")
+    tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]
+    assert tests and all(n["config"]["store_failures_as"] == "view" for n in tests)
 
 
 def test_steps_fork_from_a_preloaded_server_unless_the_run_chooses_otherwise():

@@ -1,5 +1,5 @@
 """A corrupted delivery in the landing directory is stopped by the blocking raw checks before it
-reaches the dbt features; the day built before stays as it was."""
+is stored, so it never reaches the dbt features; the day built before stays as it was."""
 
 import os
 from collections.abc import Iterator
@@ -90,8 +90,17 @@ def _assert_stopped_before_features(landed: Landed, result, day: date, failed_ch
     }
     assert all(k[0].path[0] == "raw" for k in evaluations)
     assert result.get_failed_step_keys() == {"raw__flights"}
+    # Audited before it was written: the refused window was never stored; the failure says why.
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
-    assert materialized == {RAW_FLIGHTS, RAW_WEATHER}
+    assert materialized == {RAW_WEATHER}
+    (failure,) = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    path = landed.settings.landing_root / "flights" / f"{day.isoformat()}.parquet"
+    assert f"raw/flights {day.isoformat()}: not stored" in description
+    assert f"- {failed_check} on {day.isoformat()} ({path})" in description
+    assert "offending rows" in description
+    raw_day = _query(landed.settings, "select count(*) as n from raw.flights where flight_date = ?", [day])
+    assert raw_day["n"].item() == 0
     records = landed.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[day.isoformat()]), limit=1
     ).records

@@ -1,4 +1,5 @@
-"""dbt models as assets: the incremental ``flight_features`` table (staging models are inlined)."""
+"""dbt models as assets: the ``flight_features`` table, built and tested per window by dbt and
+published by the step (``publish.py``); staging models are inlined."""
 
 import json
 import shutil
@@ -8,11 +9,14 @@ from typing import Any
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    Failure,
     MaterializeResult,
+    MetadataValue,
     Output,
     PartitionsDefinition,
 )
@@ -20,6 +24,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.freshness_of_inputs import FINGERPRINT, current_fingerprints, unchanged_window
+from ml_platform.features.publish import Publication, publication_of, publish, refusal
 from ml_platform.keys import FLIGHT_FEATURES
 from ml_platform.partitions import window_dates
 from ml_platform.resources.dbt import DbtCli
@@ -65,9 +70,22 @@ class FeatureTranslator(DagsterDbtTranslator):
         return found
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        """A model dbt builds into a staging schema is keyed by the schema it is published to."""
         if dbt_resource_props["resource_type"] == "source":
             return super().get_asset_key(dbt_resource_props)
-        return AssetKey([dbt_resource_props["config"]["schema"], dbt_resource_props["name"]])
+        config = dbt_resource_props["config"]
+        schema = (config.get("meta") or {}).get("publish_schema") or config["schema"]
+        return AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None):
+        """A published model's table is the published one, not the staging relation dbt writes."""
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        published = (props.get("config", {}).get("meta") or {}).get("publish_schema")
+        if props["resource_type"] != "model" or not published:
+            return spec
+        table = ".".join(p for p in (props.get("database"), published, props["alias"]) if p)
+        return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": table})
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return GROUP
@@ -97,8 +115,9 @@ def build_dbt_features(partitions: PartitionsDefinition) -> AssetsDefinition:
         name="dbt_features",
     )
     def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
-        """Builds the selected models for the run's partition window; dbt tests run as asset
-        checks. A window whose raw inputs and SQL are unchanged since its last build is not rebuilt."""
+        """dbt builds the run's partition window into staging and tests it (the tests are asset
+        checks); the window is published only if every blocking test passed. A window whose raw
+        inputs and SQL are unchanged since its last build is not rebuilt."""
         yield from build_window(context, dbt, warehouse)
 
     return dbt_features
@@ -122,9 +141,11 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
             yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
         return
     prune_run_targets(dbt_project.project_dir / "target")
-    # The feature table's Output waits until dbt has finished with the warehouse, so that each day
-    # can carry its own row count; its dbt tests wait with it, since Dagster attaches a check
-    # result to the materialization that exists when the result arrives.
+    # dbt writes the window into its staging relation and audits it there. The feature table's
+    # Output and its check results are held until the build ends: the window is published (and
+    # each day given its row count) only when every blocking test passed; otherwise the check
+    # results are reported without an Output and the step fails. Dagster attaches a check result
+    # to the materialization that exists when the result arrives, so the Output goes first.
     held: list = []  # the feature table's Output, then its check results
     try:
         for event in dbt.build(context, warehouse.path, dbt_window(context)):
@@ -137,32 +158,54 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
                 held.append(event)
                 continue
             yield event
-    except Exception:
-        # A failing dbt test ends the build after the table was written: it still says so.
-        yield from with_rows_per_day(held, warehouse, context)
+    except Exception as error:
+        yield from refuse(held, warehouse, context, error)
         raise
-    yield from with_rows_per_day(held, warehouse, context)
-
-
-def with_rows_per_day(held: list, warehouse: Warehouse, context: AssetExecutionContext) -> list:
-    """``held`` (the feature table's Output and its checks), each day given its own row count."""
+    if any(_blocks(e) for e in held):
+        yield from refuse(held, warehouse, context, None)
     if held:
-        for day, rows in rows_per_day(warehouse, context).items():
+        start, end = window_dates(*context.partition_time_window)
+        counts = publish(warehouse, PUBLICATION, start, end)
+        for day in partitions:
             context.add_asset_metadata(
-                {"dagster/partition_row_count": rows}, asset_key=FLIGHT_FEATURES, partition_key=day
+                {"dagster/partition_row_count": int(counts.get(day, 0))},
+                asset_key=FLIGHT_FEATURES,
+                partition_key=day,
             )
-    return held
+    yield from held
 
 
-def rows_per_day(warehouse: Warehouse, context: AssetExecutionContext) -> dict[str, int]:
-    start, end = window_dates(*context.partition_time_window)
-    counts = warehouse.query(
-        "select strftime(flight_date, '%Y-%m-%d') as day, count(*) as n from features.flight_features"
-        " where flight_date >= ? and flight_date < ? group by 1",
-        [start, end],
+def _blocks(event) -> bool:
+    """A failed check of error severity: a blocking dbt test."""
+    if not isinstance(event, AssetCheckResult):
+        return False
+    return not event.passed and event.severity == AssetCheckSeverity.ERROR
+
+
+def refuse(held: list, warehouse: Warehouse, context: AssetExecutionContext, error: Exception | None):
+    """The check results of a window that is not published, then the step's failure: ``error``
+    as it is when no blocking test failed (the build itself did), else a ``Failure`` naming the
+    partition, the failed tests and a few of their rows, not retried (the same rows fail again)."""
+    checks = [e for e in held if isinstance(e, AssetCheckResult)]
+    yield from checks
+    failed = [c for c in checks if _blocks(c)]
+    if not failed:
+        if error is not None:
+            raise error
+        return
+    tests = [(c.check_name, manifest["nodes"].get(_value(c.metadata.get("unique_id")))) for c in failed]
+    description, metadata = refusal(
+        warehouse, PUBLICATION, FLIGHT_FEATURES.to_user_string(), context.partition_keys, tests
     )
-    stored = dict(zip(counts["day"], counts["n"].astype(int), strict=True))
-    return {day: int(stored.get(day, 0)) for day in context.partition_keys}
+    raise Failure(
+        description=description,
+        metadata={name: MetadataValue.text(text) for name, text in metadata.items()},
+        allow_retries=False,
+    ) from error
+
+
+def _value(metadata_value) -> Any:
+    return getattr(metadata_value, "value", metadata_value)
 
 
 def window_is_stored(warehouse: Warehouse, context: AssetExecutionContext) -> bool:
@@ -193,6 +236,10 @@ def model_code_versions(manifest: Mapping[str, Any]) -> dict[AssetKey, str | Non
 
 
 MODEL_CODE_VERSIONS = model_code_versions(manifest)
+# Where flight_features is audited and published (dbt_project.yml): checked when this module loads.
+PUBLICATION: Publication = publication_of(
+    manifest["nodes"]["model.ml_platform.flight_features"], PARTITION_COLUMNS["flight_features"]
+)
 
 
 def sql_version(keys) -> str:

@@ -28,6 +28,7 @@ from ml_platform.ingestion.quality import (
     Outcome,
     evaluate_daily_batch,
     evaluate_reference,
+    refusal_report,
 )
 from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableSpec
 from ml_platform.ingestion.source import FlightSource, SourceBatch, SourceError
@@ -65,6 +66,17 @@ def _results(key: AssetKey, outcomes: list[Outcome]) -> Iterator[AssetCheckResul
         )
 
 
+def refusal(key: AssetKey, partitions: list[str], origins: list[str], refused: list[Outcome]) -> Failure:
+    """The step's failure for a window that failed a blocking check: not retried (the same
+    delivery fails the same way), naming partition, files, checks and a few offending rows."""
+    description, metadata = refusal_report(key.to_user_string(), partitions, origins, refused)
+    return Failure(
+        description=description,
+        metadata={name: MetadataValue.text(text) for name, text in metadata.items()},
+        allow_retries=False,
+    )
+
+
 def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
     key = RAW[spec.name]
 
@@ -86,10 +98,17 @@ def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
         batch = _read(source.read_days, spec.name, start, end)
         for warning in batch.warnings:
             context.log.warning(warning)
+        # Write-audit-publish: the frame is the staged window, the checks audit exactly its rows,
+        # and only a window that passes every blocking check is published (the IO manager
+        # replaces the window in one transaction). A refused window leaves the stored one as it was.
         frame = batch.frame
         outcomes = evaluate_daily_batch(
             frame, spec, start, end, source.row_counts(spec.name, start, end), days_in(start, end)
         )
+        refused = [o for o in outcomes if o.blocking and not o.passed]
+        if refused:
+            yield from _results(key, outcomes)
+            raise refusal(key, context.partition_keys, batch.origins, refused)
         hashes = row_hashes(frame)
         record_partition_lineage(context, frame, hashes, spec, days_in(start, end), batch.origins)
         yield Output(
@@ -126,6 +145,11 @@ def build_reference_asset(spec: TableSpec):
         batch = _read(source.read_reference, spec.name)
         for warning in batch.warnings:
             context.log.warning(warning)
+        outcomes = evaluate_reference(batch.frame, spec)
+        refused = [o for o in outcomes if o.blocking and not o.passed]
+        if refused:  # audited before the whole table is replaced, as a daily window is
+            yield from _results(key, outcomes)
+            raise refusal(key, [], batch.origins, refused)
         yield Output(
             batch.frame,
             metadata={
@@ -135,7 +159,7 @@ def build_reference_asset(spec: TableSpec):
             },
             data_version=DataVersion(frame_hash(batch.frame)),
         )
-        yield from _results(key, evaluate_reference(batch.frame, spec))
+        yield from _results(key, outcomes)
 
     return _reference
 

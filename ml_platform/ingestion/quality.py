@@ -2,6 +2,7 @@
 
 Each rule returns an ``Outcome``; assets turn outcomes into Dagster asset-check results. The
 rules read the table's single schema declaration, so adding a column constraint there adds it here.
+A failed outcome keeps the rows at fault and their days, so a refused batch can show them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,26 @@ class Outcome:
     blocking: bool = True
     warn_only: bool = False
     metadata: dict = field(default_factory=dict)
+    # Rows at fault (a failed row-level rule) and the partition days they, or the fault, are on.
+    rows: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    days: tuple[date, ...] = ()
 
 
 def _sample(frame: pd.DataFrame, mask: pd.Series, columns: list[str]) -> str:
     return frame.loc[mask, columns].head(SAMPLE).to_string(index=False)
+
+
+def _at_fault(frame: pd.DataFrame, mask: pd.Series, spec: TableSpec, columns=()) -> dict:
+    """The rows selected by ``mask`` (their key and ``columns``) and their partition days, as
+    ``Outcome`` fields."""
+    if not mask.any():
+        return {}
+    shown = [c for c in dict.fromkeys([*spec.key, *columns]) if c in frame.columns]
+    rows = frame.loc[mask, shown].sort_values([c for c in spec.key if c in shown], kind="stable")
+    if not spec.partition_column or spec.partition_column not in frame.columns:
+        return {"rows": rows}
+    stamps = pd.to_datetime(frame.loc[mask, spec.partition_column], errors="coerce").dropna()
+    return {"rows": rows, "days": tuple(sorted({s.date() for s in stamps}))}
 
 
 def check_schema(frame: pd.DataFrame, spec: TableSpec) -> Outcome:
@@ -53,6 +70,7 @@ def check_keys_not_null(frame: pd.DataFrame, spec: TableSpec) -> Outcome:
         not bad,
         f"Key and required columns of {spec.name} have no nulls.",
         metadata={"null_values": int(sum(bad.values())), "by_column": str(bad or "none")},
+        **_at_fault(frame, frame[required].isna().any(axis=1), spec, bad),
     )
 
 
@@ -67,11 +85,13 @@ def check_key_unique(frame: pd.DataFrame, spec: TableSpec) -> Outcome:
             "duplicate_rows": count,
             "sample": _sample(frame, dupes, list(spec.key)) if count else "none",
         },
+        **_at_fault(frame, dupes, spec),
     )
 
 
 def check_value_ranges(frame: pd.DataFrame, spec: TableSpec, start: date | None, end: date | None) -> Outcome:
     problems: dict[str, int] = {}
+    columns: list[str] = []
     bad_rows = pd.Series(False, index=frame.index)
     for col in spec.columns:
         if col.minimum is None and col.maximum is None:
@@ -84,18 +104,21 @@ def check_value_ranges(frame: pd.DataFrame, spec: TableSpec, start: date | None,
             mask |= (values > col.maximum).fillna(False)
         if mask.any():
             problems[col.name] = int(mask.sum())
+            columns.append(col.name)
             bad_rows |= mask
     if spec.partition_column and start and end:
         days = frame[spec.partition_column]
         mask = (days < pd.Timestamp(start)) | (days >= pd.Timestamp(end))
         if mask.any():
             problems[f"{spec.partition_column} outside {start}..{end}"] = int(mask.sum())
+            columns.append(spec.partition_column)
             bad_rows |= mask
     return Outcome(
         "values_in_range",
         not problems,
         f"Values of {spec.name} lie in their declared ranges and dates inside the partition.",
         metadata={"rows_out_of_range": int(bad_rows.sum()), "by_column": str(problems or "none")},
+        **_at_fault(frame, bad_rows, spec, columns),
     )
 
 
@@ -117,6 +140,7 @@ def check_row_counts(frame: pd.DataFrame, spec: TableSpec, expected: dict[date, 
             "days_differing": len(diffs),
             "differences (stored, source)": str(dict(list(diffs.items())[:SAMPLE]) or "none"),
         },
+        days=tuple(date.fromisoformat(d) for d in diffs),
     )
 
 
@@ -164,3 +188,44 @@ DAILY_CHECKS = [
     ("every_day_has_rows", False),
 ]
 REFERENCE_CHECKS = DAILY_CHECKS[:4]
+
+
+def refusal_report(
+    table: str, partitions: list[str], origins: list[str], refused: list[Outcome]
+) -> tuple[str, dict[str, str]]:
+    """Why a staged window is not stored: partition, the files behind each failed blocking check
+    and a few of its rows, as a description and as metadata (the operator's first questions)."""
+    window = _span(partitions) if len(partitions) <= 1 else f"{partitions[0]}..{partitions[-1]}"
+    where = f"{table} {window}" if window else table
+    lines = [f"{where}: not stored (the stored rows are unchanged); blocking check(s) failed:"]
+    metadata = {"partition": window or "none (whole table)"}
+    metadata["failed_checks"] = ", ".join(o.name for o in refused)
+    for outcome in refused:
+        days = [d.isoformat() for d in outcome.days] or partitions
+        files = _files_of(origins, days)
+        facts = ", ".join(f"{k}={v}" for k, v in outcome.metadata.items() if k not in ("sample", "details"))
+        on = f" on {_span(days)}" if days else ""
+        lines.append(f"- {outcome.name}{on} ({files}): {outcome.description} {facts}")
+        if outcome.metadata.get("details") not in (None, "none"):
+            lines.append(f"  {outcome.metadata['details']}")
+        metadata[f"{outcome.name} files"] = files
+        if outcome.rows is not None and len(outcome.rows):
+            sample = outcome.rows.head(SAMPLE).to_string(index=False)
+            lines.append(f"  offending rows ({min(SAMPLE, len(outcome.rows))} of {len(outcome.rows)}):")
+            lines += [f"    {line}" for line in sample.splitlines()]
+            metadata[f"{outcome.name} offending rows"] = sample
+    return "\n".join(lines), metadata
+
+
+def _files_of(origins: list[str], days: list[str]) -> str:
+    """The delivered files of these days (a source without day files: all its origins)."""
+    files = [o for o in dict.fromkeys(origins) if any(d in o for d in days)] or list(dict.fromkeys(origins))
+    if len(files) > SAMPLE:
+        return f"{', '.join(files[:SAMPLE])} and {len(files) - SAMPLE} more"
+    return ", ".join(files) or "no file"
+
+
+def _span(days: list[str]) -> str:
+    if len(days) <= SAMPLE:
+        return ", ".join(days)
+    return f"{days[0]}..{days[-1]} ({len(days)} days)"

@@ -36,6 +36,7 @@ AREAS = {
     "test_idempotency": "6. Idempotency",
     "test_security": "7. Security",
     "test_security_inputs": "7. Security",
+    "test_write_audit_publish": "8. Write-audit-publish",
 }
 _STASH: pytest.StashKey[list[dict]] = pytest.StashKey()
 

@@ -2,8 +2,9 @@
 
 * ``ML_PLATFORM_KILL_AT=warehouse.before_commit``: the IO manager has deleted the partition
   window and inserted the new rows, the transaction is not committed;
-* the dbt fault (``dbt_fault``, through dbt's event callbacks): dbt's pre-hook has deleted the window of
-  ``flight_features`` and the insert is being sent, the transaction is not committed;
+* ``ML_PLATFORM_KILL_AT=features.before_publish_commit``: dbt has built and tested the window in
+  ``features_staging``; its publication has deleted the window of ``features.flight_features``
+  and inserted the staged rows, the transaction is not committed;
 * ``ML_PLATFORM_KILL_AT=registry.before_alias``: the new model version is registered and
   tagged, the ``champion`` alias has not moved.
 
@@ -139,8 +140,8 @@ def test_a_raw_write_killed_before_commit_leaves_every_partition_as_it_was(lande
     )
 
 
-def test_a_dbt_build_killed_mid_insert_leaves_the_features_as_they_were(landed, record):
-    """SIGKILL of the run and dbt as dbt inserts into flight_features (window deleted, uncommitted)."""
+def test_a_features_publish_killed_before_commit_leaves_the_features_as_they_were(landed, record):
+    """SIGKILL of the run as it publishes the audited window (window deleted, uncommitted)."""
     env, instance = landed
     corrected = correct_upstream(env, D1, drop=3)
     assert materialize(RAW, instance, D1, D3).success  # raw changed: the features are now stale
@@ -152,7 +153,7 @@ def test_a_dbt_build_killed_mid_insert_leaves_the_features_as_they_were(landed, 
         partition=D1,
         last=D3,
         tags=FORCE,
-        dbt_kill_at_insert=True,
+        kill_at="features.before_publish_commit",
         log=OUTPUT / "kill" / "dbt.log",
     )
     assert killed.killed, killed.output[-3000:]
@@ -168,7 +169,7 @@ def test_a_dbt_build_killed_mid_insert_leaves_the_features_as_they_were(landed, 
             env, "raw.flights", "flight_date", day
         )
     record(
-        fault="run and dbt SIGKILLed as dbt inserts into features.flight_features (window deleted)",
+        fault="run SIGKILLed publishing the audited window into features.flight_features (window deleted)",
         expected="features of the existing day exactly as before, new days absent; re-run completes",
         observed=(
             f"exit {killed.returncode}; {D1}: {len(before)} feature rows identical to before; "

@@ -1,14 +1,6 @@
-{{
-  config(
-    materialized='incremental',
-    incremental_strategy='append',
-    on_schema_change='fail',
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ in_window('flight_date') }}{% endif %}"
-  )
-}}
 -- One row per flight of the partition window, with what is known before departure and the
--- label. Incremental: each run replaces exactly its window (the pre-hook deletes it, in the
--- same transaction as the insert), so re-running a day never duplicates it.
+-- label. Only the window is built (into features_staging, dbt_project.yml) and tested there; the
+-- Dagster step publishes it into features.flight_features once every blocking test passed.
 with flights as (
     select * from {{ ref('stg_flights') }}
     where {{ in_window('flight_date') }}

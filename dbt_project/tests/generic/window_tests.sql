@@ -9,7 +9,7 @@ having count(*) > 1
 {% endtest %}
 
 {% test between(model, column_name, min_value, max_value) %}
-select {{ column_name }}
+select flight_id, flight_date, {{ column_name }}
 from {{ model }}
 where {{ in_window('flight_date') }}
   and ({{ column_name }} < {{ min_value }} or {{ column_name }} > {{ max_value }})
