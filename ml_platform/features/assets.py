@@ -187,8 +187,10 @@ def refuse(held: list, warehouse: Warehouse, context: AssetExecutionContext, err
     as it is when no blocking test failed (the build itself did), else a ``Failure`` naming the
     partition, the failed tests and a few of their rows, not retried (the same rows fail again)."""
     checks = [e for e in held if isinstance(e, AssetCheckResult)]
-    yield from checks
     failed = [c for c in checks if _blocks(c)]
+    # Dagster attaches these to the last published materialization: a failed one says that the
+    # rows it judged are not those.
+    yield from (_refused(c) if _blocks(c) else c for c in checks)
     if not failed:
         if error is not None:
             raise error
@@ -202,6 +204,17 @@ def refuse(held: list, warehouse: Warehouse, context: AssetExecutionContext, err
         metadata={name: MetadataValue.text(text) for name, text in metadata.items()},
         allow_retries=False,
     ) from error
+
+
+def _refused(check: AssetCheckResult) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=check.asset_key,
+        check_name=check.check_name,
+        passed=check.passed,
+        severity=check.severity,
+        metadata=check.metadata,
+        description="Refused window, not published.",
+    )
 
 
 def _value(metadata_value) -> Any:

@@ -54,14 +54,17 @@ def _check_specs(key: AssetKey, checks: list[tuple[str, bool]]) -> list[AssetChe
     return [AssetCheckSpec(name, asset=key, blocking=blocking) for name, blocking in checks]
 
 
-def _results(key: AssetKey, outcomes: list[Outcome]) -> Iterator[AssetCheckResult]:
+def _results(key: AssetKey, outcomes: list[Outcome], stored: bool = True) -> Iterator[AssetCheckResult]:
+    """``stored`` False: the audited rows were refused. Dagster attaches these results to the
+    asset's last stored materialization, so a failed one says the rows it judged are not those."""
     for o in outcomes:
+        refused = not stored and o.blocking and not o.passed
         yield AssetCheckResult(
             asset_key=key,
             check_name=o.name,
             passed=o.passed,
             severity=AssetCheckSeverity.WARN if o.warn_only else AssetCheckSeverity.ERROR,
-            description=o.description,
+            description=f"{o.description} Refused delivery, not stored." if refused else o.description,
             metadata=o.metadata,
         )
 
@@ -107,7 +110,7 @@ def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
         )
         refused = [o for o in outcomes if o.blocking and not o.passed]
         if refused:
-            yield from _results(key, outcomes)
+            yield from _results(key, outcomes, stored=False)
             raise refusal(key, context.partition_keys, batch.origins, refused)
         hashes = row_hashes(frame)
         record_partition_lineage(context, frame, hashes, spec, days_in(start, end), batch.origins)
@@ -148,7 +151,7 @@ def build_reference_asset(spec: TableSpec):
         outcomes = evaluate_reference(batch.frame, spec)
         refused = [o for o in outcomes if o.blocking and not o.passed]
         if refused:  # audited before the whole table is replaced, as a daily window is
-            yield from _results(key, outcomes)
+            yield from _results(key, outcomes, stored=False)
             raise refusal(key, [], batch.origins, refused)
         yield Output(
             batch.frame,

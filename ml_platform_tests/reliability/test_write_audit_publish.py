@@ -218,7 +218,7 @@ def test_a_window_failing_a_blocking_raw_check_is_never_stored(world, check, rec
             for e in result.get_asset_check_evaluations()
             if (e.asset_key, e.check_name) == (RAW[table], check)
         )
-        assert not evaluation.passed
+        assert not evaluation.passed and evaluation.description.endswith("Refused delivery, not stored.")
         assert recorded(world, RAW[table], check, result)
         says.append(refusal.description.splitlines()[1])
     assert content(world.env.warehouse) == world.stored
@@ -294,6 +294,8 @@ def test_a_window_failing_a_blocking_dbt_test_is_never_published(world, record):
     assert f"- {test}: 2 failing row(s)" in refusal.description and "7000.0" in refusal.description
     assert "7000.0" in refusal.metadata[f"{test} failing rows"].value
     assert recorded(world, FLIGHT_FEATURES, test, result)
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == test]
+    assert not evaluation.passed and evaluation.description == "Refused window, not published."
     after = content(world.env.warehouse)
     raw = after.pop("raw.flights")
     assert raw != before.pop("raw.flights")  # raw stored the rows it accepts
