@@ -116,6 +116,7 @@ def _delivered_twice(paths: list[Path]) -> dict[str, str]:
     problems = {}
     for group in by_day.values():
         if len(group) > 1:
+            group.sort(key=lambda p: p.suffix != ".parquet")  # named in the order a run names them
             problem = f"{' and '.join(map(str, group))}: the same day was delivered twice"
             problems.update({p.name: problem for p in group})
     return problems

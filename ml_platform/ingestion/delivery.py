@@ -59,8 +59,10 @@ def read_file(path: Path, spec: TableSpec | None = None) -> pd.DataFrame:
         raise SourceError(f"{path}: file is empty (0 bytes)")
     kind = next((name for magic, name in MAGIC.items() if data.startswith(magic)), None)
     if path.suffix == ".parquet":
-        if kind not in (None, "Parquet"):
-            raise SourceError(f"{path}: unreadable parquet file: {kind} content in a .parquet file")
+        if kind != "Parquet":
+            raise SourceError(f"{path}: unreadable parquet file: {_not_parquet(kind, data)}")
+        if not data.endswith(b"PAR1"):
+            raise SourceError(f"{path}: unreadable parquet file: truncated (no Parquet footer at the end)")
         try:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
@@ -70,6 +72,15 @@ def read_file(path: Path, spec: TableSpec | None = None) -> pd.DataFrame:
             raise SourceError(f"{path}: {kind} content in a .csv file")
         return _read_csv(path, _decode(path, data), spec)
     raise SourceError(f"{path}: unsupported file type {path.suffix!r}")
+
+
+def _not_parquet(kind: str | None, data: bytes) -> str:
+    if kind is not None:
+        return f"{kind} content in a .parquet file"
+    first_line = data[:4096].split(b"\n", 1)[0]
+    if b"," in first_line and first_line.isascii():
+        return "CSV text in a .parquet file (it does not start with PAR1)"
+    return "not Parquet content (it does not start with PAR1)"
 
 
 def _decode(path: Path, data: bytes) -> str:

@@ -194,15 +194,21 @@ class LandingSource(FlightSource):
         (``judge.py``): a range reads exactly as its days read one by one, and a fault names the
         file just as reading that day alone would."""
         spec = _spec(table, DAILY_TABLES)
-        files = []
+        files, missing = [], None
         for day in pd.date_range(start, end, inclusive="left").date:
-            path = self.day_file(table, day)
-            if path is None:
-                raise SourceError(
-                    f"{table}/{day.isoformat()}: no landed file (.parquet or .csv) under {self.root_path}"
-                )
+            try:
+                path = self.day_file(table, day)
+                if path is None:
+                    raise SourceError(
+                        f"{table}/{day.isoformat()}: no landed file (.parquet or .csv) under {self.root_path}"
+                    )
+            except SourceError as exc:
+                missing = exc  # the days before it are judged first: the earliest fault is named
+                break
             files.append(self.landed(table, path, day))
         frame, warnings = judge(files, spec, self.references())
+        if missing is not None:
+            raise missing
         return SourceBatch(frame, [str(f.path) for f in files], warnings)
 
     def judge_file(self, table: str, path: Path, day: date) -> SourceBatch:

@@ -85,14 +85,22 @@ def convert(values: pd.Series, col: Column):
 
 
 def _date_from_parts(out: dict, parts: tuple[str, str, str]) -> np.ndarray:
-    ymd = pd.DataFrame({"year": out[parts[0]], "month": out[parts[1]], "day": out[parts[2]]})
-    days = pd.to_datetime(ymd.astype("float64"), errors="coerce")
-    bad = days.isna() & ymd.notna().all(axis=1)
+    """The day each row's year/month/day names (a null part makes a null day)."""
+    year, month, day = (np.asarray(out[p].to_numpy(dtype="float64", na_value=np.nan)) for p in parts)
+    known = ~(np.isnan(year) | np.isnan(month) | np.isnan(day))
+    y, m, d = (np.where(known, v, 1).astype("int64") for v in (year, month, day))
+    valid = (m >= 1) & (m <= 12) & (y >= 1) & (y <= 9999)
+    months = (np.where(valid, y, 1970) - 1970) * 12 + np.where(valid, m, 1) - 1
+    first = months.astype("datetime64[M]").astype("datetime64[D]")
+    length = ((months + 1).astype("datetime64[M]").astype("datetime64[D]") - first).astype("int64")
+    valid &= (d >= 1) & (d <= length)
+    bad = known & ~valid
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        values = "-".join(str(v) for v in ymd.iloc[row])
+        row = int(np.flatnonzero(bad)[0])
+        values = "-".join(str(int(v[row])) for v in (year, month, day))
         raise ValueFault(f"{'/'.join(parts)} {values} in row {row + 1} is not a calendar date")
-    return days.to_numpy().astype("datetime64[us]")
+    days = first + (d - 1).astype("timedelta64[D]")
+    return np.where(known, days, np.datetime64("NaT")).astype("datetime64[us]")
 
 
 def _row(mask) -> int:
@@ -198,7 +206,7 @@ def _bigint(values: pd.Series):
         wrong &= ~np.isnan(numbers)
         if wrong.any():
             row = _row(wrong)
-            raise ValueFault(f"{numbers[row - 1]!r} in row {row} {says}")
+            raise ValueFault(f"{float(numbers[row - 1])!r} in row {row} {says}")
     nulls = np.isnan(numbers)
     return pd.arrays.IntegerArray(np.where(nulls, 0, numbers).astype("int64"), nulls)
 
@@ -235,7 +243,11 @@ def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             raise ValueFault(f"{text!r} in row {_row(codes == len(parsed))} is not a number{hint}")
         parsed.append(_parse_number(text))
     mask = codes < 0
-    if all(isinstance(p, int) and abs(p) <= INT64_MAX for p in parsed):
+    huge = [t for t, p in zip(unique, parsed, strict=True) if isinstance(p, int) and abs(p) > INT64_MAX]
+    if huge:
+        row = _row(codes == list(unique).index(huge[0]))
+        raise ValueFault(f"{huge[0].strip()} in row {row} overflows a 64-bit integer")
+    if all(isinstance(p, int) for p in parsed):
         return np.array([*parsed, 0], dtype="int64")[codes], mask
     return np.array([*parsed, np.nan], dtype="float64")[codes], mask
 
