@@ -24,6 +24,7 @@ def build_landing(work: Path, root: str, factor: int) -> dict:
     """Write ``<root>/{flights,weather}/<day>.parquet`` and ``<root>/reference/*.parquet``."""
     import pandas as pd
 
+    from ml_platform.ingestion.landing import declare_empty
     from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES
     from ml_platform.ingestion.source import REFERENCE_DIR, PackagedSource, write_frame_atomically
 
@@ -51,8 +52,11 @@ def build_landing(work: Path, root: str, factor: int) -> dict:
         column = DAILY_TABLES[table].partition_column
         parts = dict(iter(frame.groupby(column, sort=True)))
         for day in pd.date_range(first, end, inclusive="left"):
-            # A day without rows is delivered as an empty file, as the landing convention has it.
+            # A day without rows is delivered as an empty file, declared empty, as the landing
+            # convention has it.
             part = parts.get(day, frame.iloc[0:0])
+            if part.empty:
+                declare_empty(root_path, table, day.date())
             write_frame_atomically(part.reset_index(drop=True), root_path / table / f"{day:%Y-%m-%d}.parquet")
         rows[table] = len(frame)
     return {"factor": factor, "rows": rows, "seconds": time.perf_counter() - started}

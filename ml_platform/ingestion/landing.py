@@ -9,6 +9,15 @@ from ml_platform.ingestion.source import EMPTY_DIR, REFERENCE_DIR, PackagedSourc
 FORMATS = ("parquet", "csv")
 
 
+def declare_empty(root: Path, table: str, day: date) -> Path:
+    """Upstream's word that ``day`` of ``table`` really has no rows: without it an empty delivery
+    is refused, since upstream fills every day."""
+    marker = Path(root) / EMPTY_DIR / table / day.isoformat()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"upstream has no {table} rows for {day.isoformat()}\n")
+    return marker
+
+
 def land_days(
     start: date, days: int, root: Path, fmt: str = "parquet", *, reference: bool = True, echo=print
 ) -> list[Path]:
@@ -46,10 +55,7 @@ def land_days(
             frame = source.read_days(table, day, day + timedelta(days=1)).frame
             path = root / table / f"{day.isoformat()}.{fmt}"
             if frame.empty:
-                marker = root / EMPTY_DIR / table / day.isoformat()
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(f"upstream has no {table} rows for {day.isoformat()}\n")
-                written.append(marker)
+                written.append(declare_empty(root, table, day))
             write_frame_atomically(frame, path)
             written.append(path)
         echo(f"landed {day.isoformat()} ({offset + 1}/{days}) into {root}")

@@ -233,9 +233,10 @@ class _Judge:
         hours = self.frame[hour_column].to_numpy(dtype="float64", na_value=np.nan)
         instants = self.frame[instant_column]
         usable = ~np.isnan(hours) & ~np.isnat(stamps) & instants.notna().to_numpy()
-        local = stamps.astype("datetime64[us]") + np.where(usable, hours, 0).astype("int64").astype(
-            "timedelta64[h]"
-        )
+        if not usable.any():  # nothing to compare: the missing values are refused by their own rule
+            return
+        days = np.where(usable, stamps, np.datetime64("1970-01-01", "D")).astype("datetime64[us]")
+        local = days + np.where(usable, hours, 0).astype("int64").astype("timedelta64[h]")
         codes, unique = pd.factorize(local)
         unique = pd.DatetimeIndex(unique)
         readings = [

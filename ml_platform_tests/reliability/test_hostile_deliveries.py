@@ -222,6 +222,13 @@ REFUSED = [
         lambda: _parquet(_with(_day(F), "year", 2, 2014)),
         "1 row(s) have year/month/day that disagree with flight_date (first in row 3)",
     ),
+    (  # found by the fuzzer: the local-hour rule failed on a day column with no usable value
+        "the day derived from a year missing on every row",
+        F,
+        "csv",
+        lambda: _csv(_day(F).drop(columns=["flight_date"]).assign(year=None)),
+        "null values in required column(s) flight_date (",
+    ),
     (
         "a column twice in the header",
         F,
