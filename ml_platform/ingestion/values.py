@@ -76,11 +76,11 @@ def convert(values: pd.Series, col: Column):
     if isinstance(values.dtype, pd.CategoricalDtype):  # dictionary-encoded values are still values
         values = values.astype(object).where(values.notna(), None)
     if len(values) == 0 or (values.hasnans and values.isna().all()):
-        return (
-            pd.array([None] * len(values), dtype=declared)
-            if col.sql_type != "DOUBLE"
-            else np.full(len(values), np.nan)
-        )
+        # Nulls of the declared type, in the same kind of array as any other file's column.
+        if isinstance(declared, np.dtype):
+            missing = np.datetime64("NaT") if declared.kind == "M" else np.nan
+            return np.full(len(values), missing, dtype=declared)
+        return pd.array([None] * len(values), dtype=declared)
     return CONVERTERS[col.sql_type](values)
 
 

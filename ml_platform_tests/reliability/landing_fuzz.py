@@ -193,8 +193,7 @@ def _value_kinds(spec: TableSpec, col) -> list[str]:
         kinds.append("not_a_clock")
     if col.sql_type == "DOUBLE":
         kinds.append("infinite")
-    if col.name != spec.partition_column:
-        kinds += ["null", "null_all"]
+    kinds += ["null", "null_all"]
     if col.pattern:
         kinds += ["bad_code"] + (["good_code"] if col.name in ("dest", "tailnum", "carrier") else [])
     if col.name == spec.partition_column:
