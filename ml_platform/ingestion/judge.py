@@ -1,7 +1,8 @@
 """Landed files judged one by one against the declared schema, then combined.
 
-Each file is read, checked and converted by itself (``delivery``, ``values``), so a column one
-file lacks is never supplied by another file of the same range; the declared row rules then run
+Each file is read and its columns checked by itself (``delivery``, ``values``), so a column one
+file lacks is never supplied by another file of the same range; values convert one by one, so
+files whose columns have the same types convert as one frame; the declared row rules then run
 over all files' rows at once with per-file verdicts (``rules``). A window is refused at its first
 file at fault, with that file's own message: the one reading that day alone gives.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from ml_platform.ingestion import delivery
 from ml_platform.ingestion.delivery import SourceError, day_of_file
 from ml_platform.ingestion.rules import References, Window, faults
 from ml_platform.ingestion.schemas import TableSpec
-from ml_platform.ingestion.values import Converted, ValueFault, conform_file
+from ml_platform.ingestion.values import Converted, Layout, ValueFault, convert_frame, layout
 
 
 @dataclass(frozen=True)
@@ -35,37 +37,40 @@ class Landed:
 def judge(files: list[Landed], spec: TableSpec, references: References) -> tuple[pd.DataFrame, list[str]]:
     """The files' rows, conformed, in file order, and the warnings to log. Raises ``SourceError``
     naming the first file (in order) that cannot be right."""
-    converted: list[Converted] = []
+    read: list[tuple[Landed, pd.DataFrame, Layout]] = []
     warnings: list[str] = []
     unreadable: SourceError | None = None
     for landed in files:
         try:
-            one = read_one(landed, spec)
+            frame = read_one(landed, spec)
+            shape = _layout(landed, frame, spec)
         except SourceError as exc:
             unreadable = exc  # the files before it may still hold an earlier fault
             break
-        converted.append(one)
-        warnings += extra_warning(landed.path, one.extra, spec)
-    judged = files[: len(converted)]
+        read.append((landed, frame, shape))
+        warnings += extra_warning(landed.path, shape.extra, spec)
+    converted, count, failed = _convert(read, spec)
+    unreadable = failed or unreadable
+    judged = read[:count]
     combined = _combine(converted, spec)
     window = Window(
         frame=combined,
-        sizes=[c.rows for c in converted],
-        days=[f.day for f in judged],
-        empty_markers=[None if f.declared_empty else str(f.empty_marker or "a marker") for f in judged],
+        sizes=[len(frame) for _, frame, _ in judged],
+        days=[landed.day for landed, _, _ in judged],
+        empty_markers=[None if f.declared_empty else str(f.empty_marker or "a marker") for f, _, _ in judged],
     )
     found = faults(window, spec, references)
     if found:
         first = min(found)
-        raise SourceError(f"{judged[first].path}: {found[first]}")
+        raise SourceError(f"{judged[first][0].path}: {found[first]}")
     if unreadable is not None:
         raise unreadable
     return combined, warnings
 
 
-def read_one(landed: Landed, spec: TableSpec) -> Converted:
-    """One file read and converted by itself; the file must be named for the day asked for (a
-    symbolic link may point inside the root, but only at a file named for the same day)."""
+def read_one(landed: Landed, spec: TableSpec) -> pd.DataFrame:
+    """One file's unconverted frame; the file must be named for the day asked for (a symbolic
+    link may point inside the root, but only at a file named for the same day)."""
     path = landed.path
     if day_of_file(path) != landed.day:
         raise SourceError(f"{path}: file is named for another day than {landed.day.isoformat()}")
@@ -73,10 +78,40 @@ def read_one(landed: Landed, spec: TableSpec) -> Converted:
     frame = delivery.read_file(path, spec)
     if delivery.stat(path) != before:
         raise SourceError(f"{path}: file changed while it was being read; it will be read again")
+    return frame
+
+
+def _layout(landed: Landed, frame: pd.DataFrame, spec: TableSpec) -> Layout:
     try:
-        return conform_file(frame, spec)
+        return layout(frame, spec)
     except ValueFault as exc:
-        raise SourceError(f"{path}: {exc}") from exc
+        raise SourceError(f"{landed.path}: {exc}") from exc
+
+
+def _convert(read, spec: TableSpec) -> tuple[list[Converted], int, SourceError | None]:
+    """Consecutive files of one signature convert as one frame (a year of files in a few calls,
+    not one per file): each value converts as it would alone, and where a run of files does not
+    convert, its files are converted one by one to name the first at fault and its row."""
+    converted: list[Converted] = []
+    count = 0
+    for _, run in groupby(read, key=lambda item: item[2].signature):
+        run = list(run)
+        frames = [frame for _, frame, _ in run]
+        derive = run[0][2].derive
+        try:
+            whole = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            converted.append(convert_frame(whole, spec, derive))
+            count += len(run)
+            continue
+        except ValueFault:
+            pass
+        for landed, frame, _ in run:
+            try:
+                converted.append(convert_frame(frame, spec, derive))
+            except ValueFault as exc:
+                return converted, count, SourceError(f"{landed.path}: {exc}")
+            count += 1
+    return converted, count, None
 
 
 def _combine(converted: list[Converted], spec: TableSpec) -> pd.DataFrame:

@@ -194,7 +194,7 @@ class LandingSource(FlightSource):
         (``judge.py``): a range reads exactly as its days read one by one, and a fault names the
         file just as reading that day alone would."""
         spec = _spec(table, DAILY_TABLES)
-        files, missing = [], None
+        files, missing, root = [], None, self.root_path
         for day in pd.date_range(start, end, inclusive="left").date:
             try:
                 path = self.day_file(table, day)
@@ -205,7 +205,7 @@ class LandingSource(FlightSource):
             except SourceError as exc:
                 missing = exc  # the days before it are judged first: the earliest fault is named
                 break
-            files.append(self.landed(table, path, day))
+            files.append(self.landed(table, path, day, root))
         frame, warnings = judge(files, spec, self.references())
         if missing is not None:
             raise missing
@@ -217,14 +217,14 @@ class LandingSource(FlightSource):
         frame, warnings = judge([self.landed(table, path, day)], spec, self.references())
         return SourceBatch(frame, [str(path)], warnings)
 
-    def landed(self, table: str, path: Path, day: date) -> Landed:
-        marker = self.empty_marker(table, day)
+    def landed(self, table: str, path: Path, day: date, root: Path | None = None) -> Landed:
+        marker = self.empty_marker(table, day, root)
         # Resolved only when present (one look per day): a marker must not lead out of the root.
         return Landed(path, day, marker, marker.exists() and self.resolve(marker).exists())
 
-    def empty_marker(self, table: str, day: date) -> Path:
+    def empty_marker(self, table: str, day: date, root: Path | None = None) -> Path:
         """Where upstream declares that ``day`` of ``table`` really has no rows."""
-        return self.root_path / EMPTY_DIR / table / day.isoformat()
+        return (root or self.root_path) / EMPTY_DIR / table / day.isoformat()
 
     def references(self) -> References:
         """The codes each reference table lists: the landed reference file, as raw/<table> stores

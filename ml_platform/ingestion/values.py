@@ -39,21 +39,39 @@ class ValueFault(ValueError):
 class Converted:
     columns: dict[str, object]  # declared column -> numpy or extension array of its declared type
     rows: int
-    extra: list[str]  # unknown columns, ignored
 
 
-def conform_file(frame: pd.DataFrame, spec: TableSpec) -> Converted:
-    """The declared columns of one file, converted. Raises ``ValueFault`` (the caller adds the
-    file's name)."""
-    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if twice:
+@dataclass(frozen=True)
+class Layout:
+    """One file's columns: whether its day is derived from year/month/day, its unknown columns,
+    and the types of its declared ones (files of one signature convert as one frame)."""
+
+    derive: bool
+    extra: list[str]
+    signature: tuple
+
+
+def layout(frame: pd.DataFrame, spec: TableSpec) -> Layout:
+    """Every declared column present once (the day may be derived). Raises ``ValueFault``."""
+    names = list(frame.columns)
+    types = dict(zip(names, frame.dtypes.tolist(), strict=True))
+    if len(types) < len(names):
+        twice = sorted({str(c) for c in names if names.count(c) > 1})
         raise ValueFault(f"column(s) {', '.join(twice)} appear more than once")
     parts, day = spec.date_parts, spec.partition_column
-    derive = day is not None and day not in frame.columns and parts and all(p in frame for p in parts)
-    missing = [c for c in spec.column_names if c not in frame.columns and not (derive and c == day)]
+    derive = bool(day is not None and day not in types and parts and all(p in types for p in parts))
+    missing = [c for c in spec.column_names if c not in types and not (derive and c == day)]
     if missing:
         raise ValueFault(f"{spec.name} is missing column(s) {', '.join(missing)}")
+    signature = (derive, *((c, types[c]) for c in spec.column_names if c in types))
+    return Layout(derive, extra_columns(frame, spec), signature)
+
+
+def convert_frame(frame: pd.DataFrame, spec: TableSpec, derive: bool) -> Converted:
+    """The declared columns converted, value by value: one file, or files of one signature
+    combined (each value converts the same either way). Raises ``ValueFault``."""
     out = {}
+    day = spec.partition_column
     for col in spec.columns:
         if derive and col.name == day:
             continue
@@ -64,8 +82,8 @@ def conform_file(frame: pd.DataFrame, spec: TableSpec) -> Converted:
                 f"column {col.name!r} of {spec.name} does not convert to {col.sql_type}: {exc}"
             ) from exc
     if derive:
-        out[day] = _date_from_parts(out, parts)
-    return Converted({c: out[c] for c in spec.column_names}, len(frame), extra_columns(frame, spec))
+        out[day] = _date_from_parts(out, spec.date_parts)
+    return Converted({c: out[c] for c in spec.column_names}, len(frame))
 
 
 def convert(values: pd.Series, col: Column):
@@ -75,13 +93,25 @@ def convert(values: pd.Series, col: Column):
         return values.array if isinstance(declared, pd.api.extensions.ExtensionDtype) else values.to_numpy()
     if isinstance(values.dtype, pd.CategoricalDtype):  # dictionary-encoded values are still values
         values = values.astype(object).where(values.notna(), None)
-    if len(values) == 0 or (values.hasnans and values.isna().all()):
+    if len(values) == 0 or _all_null(values):
         # Nulls of the declared type, in the same kind of array as any other file's column.
         if isinstance(declared, np.dtype):
             missing = np.datetime64("NaT") if declared.kind == "M" else np.nan
             return np.full(len(values), missing, dtype=declared)
         return pd.array([None] * len(values), dtype=declared)
     return CONVERTERS[col.sql_type](values)
+
+
+def _all_null(values: pd.Series) -> bool:
+    """Whether every value is missing, cheaply for what CSV and Parquet readers give."""
+    kind = values.dtype.kind
+    if kind in "iub":
+        return False
+    if kind == "f":
+        return bool(np.isnan(values.to_numpy()).all())
+    if kind == "O":
+        return pd.api.types.infer_dtype(values, skipna=True) == "empty"
+    return bool(values.isna().all())
 
 
 def _date_from_parts(out: dict, parts: tuple[str, str, str]) -> np.ndarray:
