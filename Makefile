@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup platform-env dev test test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env dev test test-readme test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -79,6 +79,11 @@ browser:
 PYTEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# Every shell command of the README, run as a new user would on a fresh copy of the checkout
+# (set-up included; CI runs it as a stage of its own).
+test-readme: setup
+	$(BIN)/python -m pytest -m walkthrough ml_platform_tests/integration/test_readme.py $(PYTEST_ARGS)
 
 # Thirty days as concurrent daily runs through the daemon, then scored (CI runs it).
 test-month: setup

@@ -77,6 +77,7 @@ def test_the_readme_commands_parse_into_the_walkthrough():
     assert all(c.startswith(".venv/bin/ml-platform ") for c in run), run
 
 
+@pytest.mark.walkthrough
 @pytest.mark.timeout(1500)
 def test_every_readme_command_works_first_time_on_a_fresh_checkout(tmp_path, monkeypatch):
     shutil.rmtree(LOGS, ignore_errors=True)
