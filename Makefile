@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup platform-env dev test test-readme test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env dev test test-readme fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -84,6 +84,12 @@ test: setup browser
 # (set-up included; CI runs it as a stage of its own).
 test-readme: setup
 	$(BIN)/python -m pytest -m walkthrough ml_platform_tests/integration/test_readme.py $(PYTEST_ARGS)
+
+# Property-based fuzzing of the landing reader: 5,000+ generated deliveries, alone and in ranges
+# (about 6 min on 2 cores); `make test` runs the same test as a deterministic 100-window sample.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -p no:cacheprovider \
+		ml_platform_tests/reliability/test_fuzz_landing.py $(PYTEST_ARGS)
 
 # Thirty days as concurrent daily runs through the daemon, then scored (CI runs it).
 test-month: setup

@@ -20,8 +20,12 @@ from dagster import (
     asset,
 )
 
+import ml_platform.ingestion.delivery as delivery_module
+import ml_platform.ingestion.judge as judge_module
+import ml_platform.ingestion.rules as rules_module
 import ml_platform.ingestion.schemas as schemas_module
 import ml_platform.ingestion.source as source_module
+import ml_platform.ingestion.values as values_module
 from ml_platform.ingestion.quality import (
     DAILY_CHECKS,
     REFERENCE_CHECKS,
@@ -38,6 +42,8 @@ from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
 from ml_platform.versions import frame_hash, hash_of_rows, row_hashes, source_version
 
 GROUP = "ingestion"
+# The code that reads, judges and conforms a delivery: its edits change the raw assets' versions.
+READER_MODULES = (schemas_module, source_module, delivery_module, judge_module, rules_module, values_module)
 # Upstream can be briefly unavailable (a share remounting, a file being replaced): retry with
 # exponential backoff and jitter. A bad file is not transient: it fails at once (see _read).
 UPSTREAM_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
@@ -94,7 +100,7 @@ def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
         pool=WAREHOUSE_POOL,
         kinds={"duckdb", "pandas"},
         retry_policy=UPSTREAM_RETRY,
-        code_version=source_version(build_daily_raw_asset, schemas_module, source_module),
+        code_version=source_version(build_daily_raw_asset, *READER_MODULES),
     )
     def _raw_daily(context: AssetExecutionContext, source: FlightSource):
         start, end = window_dates(*context.partition_time_window)
@@ -142,7 +148,7 @@ def build_reference_asset(spec: TableSpec):
         pool=WAREHOUSE_POOL,
         kinds={"duckdb", "pandas"},
         retry_policy=UPSTREAM_RETRY,
-        code_version=source_version(build_reference_asset, schemas_module, source_module),
+        code_version=source_version(build_reference_asset, *READER_MODULES),
     )
     def _reference(context: AssetExecutionContext, source: FlightSource):
         batch = _read(source.read_reference, spec.name)
