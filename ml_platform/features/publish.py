@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from ml_platform import faults
-from ml_platform.resources.warehouse import Warehouse, WarehouseError, ident, table_exists
+from ml_platform.resources.warehouse import Warehouse, WarehouseError, ident, table_exists, transaction
 
 SAMPLE = 5
 
@@ -52,17 +52,9 @@ def publish(warehouse: Warehouse, pub: Publication, start: date, end: date) -> d
     """Replace the window [start, end) of the published table with the staged rows, in one
     transaction; returns the published rows per day (YYYY-MM-DD)."""
     with warehouse.connection() as conn:
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             _publish(conn, pub, start, end)
             faults.reach("features.before_publish_commit")
-            conn.execute("commit")
-        except BaseException:
-            try:
-                conn.execute("rollback")
-            except Exception:  # noqa: BLE001 - a failed commit has ended the transaction already
-                pass
-            raise
         rows = conn.execute(
             f"select strftime({ident(pub.column)}, '%Y-%m-%d'), count(*)"  # noqa: S608 - validated identifiers
             f" from {ident(pub.published_schema)}.{ident(pub.table)}"

@@ -90,6 +90,23 @@ def _as_date(value: datetime) -> date:
     return value.date()
 
 
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Everything done in the block commits together when it ends, or not at all."""
+    conn.execute("begin transaction")
+    try:
+        yield conn
+        conn.execute("commit")
+    except BaseException:
+        # Best effort: a failed commit has already ended the transaction, and a failing
+        # rollback must not hide the error that caused it.
+        try:
+            conn.execute("rollback")
+        except duckdb.Error:
+            pass
+        raise
+
+
 class AtomicDuckDbClient(DbClient):
     """Runs each output in one transaction: schema, delete of the slice and insert commit together."""
 
@@ -98,18 +115,8 @@ class AtomicDuckDbClient(DbClient):
     def connect(context, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
         conn = connect(context.resource_config["database"])
         try:
-            conn.execute("begin transaction")
-            try:
+            with transaction(conn):
                 yield conn
-                conn.execute("commit")
-            except BaseException:
-                # Best effort: a failed commit has already ended the transaction, and a failing
-                # rollback must not hide the error that caused it.
-                try:
-                    conn.execute("rollback")
-                except duckdb.Error:
-                    pass
-                raise
         finally:
             conn.close()
 
