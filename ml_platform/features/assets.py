@@ -24,7 +24,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.freshness_of_inputs import FINGERPRINT, current_fingerprints, unchanged_window
-from ml_platform.features.publish import Publication, publication_of, publish, refusal
+from ml_platform.features.publish import Publication, publication_of, publish, publish_schema_of, refusal
 from ml_platform.keys import FLIGHT_FEATURES
 from ml_platform.partitions import window_dates
 from ml_platform.resources.dbt import DbtCli
@@ -73,15 +73,14 @@ class FeatureTranslator(DagsterDbtTranslator):
         """A model dbt builds into a staging schema is keyed by the schema it is published to."""
         if dbt_resource_props["resource_type"] == "source":
             return super().get_asset_key(dbt_resource_props)
-        config = dbt_resource_props["config"]
-        schema = (config.get("meta") or {}).get("publish_schema") or config["schema"]
+        schema = publish_schema_of(dbt_resource_props) or dbt_resource_props["config"]["schema"]
         return AssetKey([schema, dbt_resource_props["name"]])
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None):
         """A published model's table is the published one, not the staging relation dbt writes."""
         spec = super().get_asset_spec(manifest, unique_id, project)
         props = self.get_resource_props(manifest, unique_id)
-        published = (props.get("config", {}).get("meta") or {}).get("publish_schema")
+        published = publish_schema_of(props)
         if props["resource_type"] != "model" or not published:
             return spec
         table = ".".join(p for p in (props.get("database"), published, props["alias"]) if p)

@@ -38,9 +38,15 @@ class Publication:
         return f"{self.staged_schema}.{self.table}"
 
 
+def publish_schema_of(node: Mapping[str, Any]) -> str | None:
+    """The schema a dbt model is published into (``meta.publish_schema`` in dbt_project.yml), if
+    it declares one."""
+    return ((node.get("config") or {}).get("meta") or node.get("meta") or {}).get("publish_schema")
+
+
 def publication_of(node: Mapping[str, Any], column: str) -> Publication:
     """The publication a model declares (``meta.publish_schema`` in dbt_project.yml)."""
-    published = (node.get("config", {}).get("meta") or node.get("meta") or {}).get("publish_schema")
+    published = publish_schema_of(node)
     if not published:
         raise ValueError(f"dbt model {node['name']} declares no meta.publish_schema to publish into")
     for name in (node["schema"], published, node["alias"], column):
