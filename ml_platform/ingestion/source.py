@@ -238,7 +238,7 @@ class LandingSource(FlightSource):
                     if path.exists():
                         codes = _reference_codes(str(path), *delivery.stat(path), table, key)
                     else:
-                        codes = frozenset(PackagedSource().read_reference(table).frame[key].dropna())
+                        codes = _packaged_codes(table, key)
                     found[column.references] = (codes, f"raw/{table}")
         return found
 
@@ -282,6 +282,12 @@ def read_day_file(path: Path, spec: TableSpec, day: date, references: References
     """Read and judge one landed day file outside a landing root (no empty-day marker applies)."""
     frame, warnings = judge([Landed(path, day)], spec, references or {})
     return SourceBatch(frame, [str(path)], warnings)
+
+
+@lru_cache(maxsize=16)
+def _packaged_codes(table: str, key: str) -> frozenset[str]:
+    """Codes of a packaged reference table: they never change, so read once per process."""
+    return frozenset(PackagedSource().read_reference(table).frame[key].dropna())
 
 
 @lru_cache(maxsize=16)
