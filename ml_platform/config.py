@@ -95,6 +95,7 @@ class Settings:
     retrain_cooldown_hours: float
     mlflow_ui_url: str | None
     dagster_url: str
+    fit_threads: int
 
 
 def load_settings() -> Settings:
@@ -115,6 +116,10 @@ def load_settings() -> Settings:
     end = None if end_raw == "open" else _date("ML_PLATFORM_PARTITION_END", end_raw)
     if end is not None and end <= start:
         raise SettingsError(f"ML_PLATFORM_PARTITION_END={end} is not after the start {start}")
+    # The candidates train at once, each in its own process: a share of the cores each.
+    fit_threads = _int("ML_PLATFORM_FIT_THREADS", max(1, (os.cpu_count() or 1) // 3))
+    if fit_threads < 1:
+        raise SettingsError(f"ML_PLATFORM_FIT_THREADS={fit_threads} is not a positive integer")
     mlflow_uri = _env("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
     return Settings(
         env=env,
@@ -147,4 +152,5 @@ def load_settings() -> Settings:
         retrain_cooldown_hours=_float("ML_PLATFORM_RETRAIN_COOLDOWN_HOURS", 24.0),
         mlflow_ui_url=_env("ML_PLATFORM_MLFLOW_UI_URL", public_url(mlflow_uri)),
         dagster_url=_env("ML_PLATFORM_DAGSTER_URL", "http://127.0.0.1:3000"),
+        fit_threads=fit_threads,
     )

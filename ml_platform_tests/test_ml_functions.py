@@ -1,5 +1,6 @@
 """Plain ML functions on small frames: time-correct splits, the gate, metrics, drift, scoring."""
 
+import os
 from datetime import date
 
 import numpy as np
@@ -124,14 +125,52 @@ def test_missing_categories_reach_the_model_as_none_and_whole_strings_pass_uncha
     assert frame["carrier"].isna().sum() == 3  # the caller's frame is left as it was
 
 
-def test_a_forest_fitted_on_every_core_scores_exactly_like_one_fitted_on_one():
+def test_a_forest_fitted_on_several_threads_scores_exactly_like_one_fitted_on_one():
     frame = synthetic_features(days=10, per_day=100)
     frame = frame[frame.arrived_late.notna()]
     x, y = feature_frame(frame), labels(frame)
-    parallel = models.fit(models.random_forest(n_estimators=24), x, y)
-    serial = models.random_forest(n_estimators=24).set_params(model__n_jobs=1).fit(x, y)
+    parallel = models.fit(models.random_forest(n_estimators=24), x, y, threads=os.cpu_count() or 2)
+    serial = models.random_forest(n_estimators=24).fit(x, y)
     assert parallel.get_params()["model__n_jobs"] == 1  # scored on one core: the same bits each call
     np.testing.assert_array_equal(parallel.predict_proba(x), serial.predict_proba(x))
+
+
+class _ThreadProbe:
+    """An estimator that records the thread pools it was fitted under."""
+
+    def fit(self, x, y):
+        from threadpoolctl import threadpool_info
+
+        self.pools = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
+        return self
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_fit_uses_no_more_threads_than_the_setting_allows(threads, monkeypatch):
+    """Candidates fit at once on shared cores: a fit beyond its share only spins."""
+    from sklearn.pipeline import Pipeline
+
+    from ml_platform.config import load_settings
+    from ml_platform.resources import build_resources
+
+    monkeypatch.setenv("ML_PLATFORM_FIT_THREADS", str(threads))
+    policy = build_resources(load_settings())["policy"]
+    assert policy.fit_threads == threads
+    probe = models.fit(Pipeline([("model", _ThreadProbe())]), [[0.0]], [0], policy.fit_threads)
+    pools = probe.named_steps["model"].pools
+    assert pools and all(n == threads for n in pools.values()), pools
+    frame = synthetic_features(days=4)
+    frame = frame[frame.arrived_late.notna()]
+    fitted = models.fit(models.random_forest(n_estimators=10), feature_frame(frame), labels(frame), threads)
+    assert fitted.get_params()["model__n_jobs"] == 1
+
+
+def test_a_bad_thread_setting_is_refused_by_name(monkeypatch):
+    from ml_platform.config import SettingsError, load_settings
+
+    monkeypatch.setenv("ML_PLATFORM_FIT_THREADS", "0")
+    with pytest.raises(SettingsError, match="ML_PLATFORM_FIT_THREADS=0"):
+        load_settings()
 
 
 def test_infinite_feature_values_are_refused_by_name():

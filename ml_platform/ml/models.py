@@ -100,16 +100,23 @@ def random_forest(
         n_estimators=n_estimators,
         max_depth=max_depth,
         min_samples_leaf=min_samples_leaf,
-        n_jobs=-1,  # trees are fitted on every core; the same trees as on one (seeds drawn first)
+        n_jobs=1,  # ``fit`` sets the threads a fit may use
         random_state=SEED,
     )
     return Pipeline([("features", pre), ("model", model)])
 
 
-def fit(model, x, y):
-    """Fit on every core, then score on one: a forest's trees are the same either way, but votes
-    summed across threads can differ in a probability's last bit from one call to the next."""
-    model.fit(x, y)
+def fit(model, x, y, threads: int = 1):
+    """Fit on at most ``threads`` threads, then score on one. Steps that fit at once share the
+    cores: OpenMP threads beyond them spin while they wait, and a fit slows several-fold. A
+    forest's trees are the same on any number of threads (seeds drawn first), but votes summed
+    across threads can differ in a probability's last bit from one call to the next."""
+    from threadpoolctl import threadpool_limits
+
+    if "model__n_jobs" in model.get_params():
+        model.set_params(model__n_jobs=threads)
+    with threadpool_limits(limits=threads):
+        model.fit(x, y)
     if "model__n_jobs" in model.get_params():
         model.set_params(model__n_jobs=1)
     return model

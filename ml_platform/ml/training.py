@@ -22,13 +22,15 @@ class FitResult:
     fit_seconds: float
 
 
-def fit_and_evaluate(model, train: pd.DataFrame, holdout: pd.DataFrame, threshold: float) -> FitResult:
+def fit_and_evaluate(
+    model, train: pd.DataFrame, holdout: pd.DataFrame, threshold: float, threads: int = 1
+) -> FitResult:
     if train.empty:
         raise ValueError("the training window holds no labelled flights")
     if holdout.empty:
         raise ValueError("the holdout window holds no labelled flights")
     started = time.perf_counter()
-    fit(model, feature_frame(train), labels(train))
+    fit(model, feature_frame(train), labels(train), threads)
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(feature_frame(holdout))[:, 1]
     y = labels(holdout).to_numpy()
@@ -90,13 +92,14 @@ def walk_forward(
     holdout_days: int,
     frozen_until: date,
     threshold: float,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Each week: retrain on the trailing window and score the next week, beside a model frozen
     after training on everything before ``frozen_until``. Returns one row per week."""
     labelled = features[features[LABEL].notna()].copy()
     days = pd.to_datetime(labelled[DAY])
     frozen_train = labelled[days < pd.Timestamp(frozen_until)]
-    frozen = fit(make_model(), feature_frame(frozen_train), labels(frozen_train))
+    frozen = fit(make_model(), feature_frame(frozen_train), labels(frozen_train), threads)
     rows = []
     cutoff = first_cutoff
     while cutoff <= last_cutoff:
@@ -106,7 +109,7 @@ def walk_forward(
             (days >= pd.Timestamp(cutoff)) & (days < pd.Timestamp(cutoff + timedelta(days=holdout_days)))
         ]
         if len(train) and hold[LABEL].nunique() == 2:
-            weekly = fit(make_model(), feature_frame(train), labels(train))
+            weekly = fit(make_model(), feature_frame(train), labels(train), threads)
             y = labels(hold).to_numpy()
             x = feature_frame(hold)
             m_weekly = classification_metrics(y, weekly.predict_proba(x)[:, 1], threshold)

@@ -82,6 +82,7 @@ def run_backtest(
         config.holdout_days,
         date.fromisoformat(config.frozen_until),
         policy.decision_threshold,
+        policy.fit_threads,
     )
     if weeks.empty:
         raise ValueError(

@@ -63,6 +63,7 @@ def build_resources(settings: Settings) -> dict:
             quality_min_auc=settings.quality_min_auc,
             drift_max_psi=settings.drift_max_psi,
             drift_max_psi_weather=settings.drift_max_psi_weather,
+            fit_threads=settings.fit_threads,
         ),
         "mlflow": build_tracking(settings),
         "dbt": DbtCli(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)),

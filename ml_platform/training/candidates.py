@@ -103,7 +103,7 @@ def train_candidate(
         run.log_dataset(train, f"train {lineage['train_window']}", "training")
         run.log_dataset(holdout, f"holdout {lineage['holdout_window']}", "evaluation")
         run.log_dict(lineage, "lineage.json")
-        result = fit_and_evaluate(pipeline, train, holdout, threshold)
+        result = fit_and_evaluate(pipeline, train, holdout, threshold, policy.fit_threads)
         run.log_params(
             {
                 **params,
