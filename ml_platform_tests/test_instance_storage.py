@@ -211,4 +211,4 @@ def test_a_switch_naming_no_accelerator_is_refused_with_the_names_that_exist(fre
     ):
         guard.status()
     fresh_guard.setenv(guard.SWITCH, "pool_waits")
-    assert {name for name, on in guard.status().items() if on} == {"pool_waits"}
+    assert {acc.name for acc in guard.ALL if guard.switched_on(acc.name)} == {"pool_waits"}
