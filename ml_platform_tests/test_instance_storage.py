@@ -190,6 +190,20 @@ def test_off_the_instance_configs_give_dagster_stock_storage(tmp_path, fresh_gua
         assert not warnings
 
 
+def test_an_unverified_dagster_turns_every_accelerator_off_with_one_warning_each(fresh_guard, caplog):
+    """Every accelerator runs inside Dagster (dbt_in_process in the step that streams its events),
+    so each is off on a Dagster it was not verified on, and says so once, naming the version."""
+    fresh_guard.setenv(guard.SWITCH, "on")
+    real = guard.installed
+    fresh_guard.setattr(guard, "installed", lambda d: "1.13.99" if d == "dagster" else real(d))
+    with caplog.at_level(logging.WARNING, "ml_platform.runtime"):
+        assert guard.status() == {acc.name: False for acc in guard.ALL}
+        assert guard.status() == {acc.name: False for acc in guard.ALL}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ml_platform.runtime"]
+    assert sorted(w.split()[1] for w in warnings) == sorted(acc.name for acc in guard.ALL), warnings
+    assert all("dagster 1.13.27" in w and w.endswith("this process has 1.13.99") for w in warnings), warnings
+
+
 def test_a_switch_naming_no_accelerator_is_refused_with_the_names_that_exist(fresh_guard):
     fresh_guard.setenv(guard.SWITCH, "pool_waits,pool_wait")
     with pytest.raises(
@@ -197,4 +211,4 @@ def test_a_switch_naming_no_accelerator_is_refused_with_the_names_that_exist(fre
     ):
         guard.status()
     fresh_guard.setenv(guard.SWITCH, "pool_waits")
-    assert {name for name, on in guard.status().items() if on} == {"pool_waits"}
+    assert {acc.name for acc in guard.ALL if guard.switched_on(acc.name)} == {"pool_waits"}

@@ -38,9 +38,11 @@ SQLITE_STORAGE = Accelerator("sqlite_storage", (DAGSTER,))
 POSTGRES_STORAGE = Accelerator("postgres_storage", (DAGSTER, ("dagster-postgres", ("0.29.27",))))
 POOL_WAITS = Accelerator("pool_waits", (DAGSTER,))
 RUN_WORKERS = Accelerator("run_workers", (DAGSTER,))
+# Its builds run inside Dagster's step, which turns their events into Dagster's and interrupts them
+# when the run is terminated: verified with that Dagster too, not only with dagster-dbt and dbt.
 DBT_IN_PROCESS = Accelerator(
     "dbt_in_process",
-    (("dagster-dbt", ("0.29.27",)), ("dbt-core", ("1.11.16",)), ("dbt-duckdb", ("1.11.1",))),
+    (DAGSTER, ("dagster-dbt", ("0.29.27",)), ("dbt-core", ("1.11.16",)), ("dbt-duckdb", ("1.11.1",))),
 )
 ALL = (SQLITE_STORAGE, POSTGRES_STORAGE, POOL_WAITS, RUN_WORKERS, DBT_IN_PROCESS)
 
