@@ -69,7 +69,7 @@ def materialize_features(settings, instance, start: str, end: str):
     )
 
 
-def training_config(cutoff: str, window_days: int = 14, holdout_days: int = 4, **candidates) -> dict:
+def training_config(cutoff: str | None, window_days: int = 14, holdout_days: int = 4, **candidates) -> dict:
     """Run config of a training run; ``candidates`` maps a candidate's asset name to its
     hyperparameters."""
     ops = {

@@ -188,6 +188,10 @@ def report_features(instance, days):
 def test_weekly_retraining_targets_the_newest_full_window(instance, weekly_retraining_schedule):
     context = dg.build_schedule_context(instance=instance)
     assert isinstance(weekly_retraining_schedule(context), dg.SkipReason)
+    # Three days are no full holdout of seven: that cutoff would precede the first partition.
+    report_features(instance, ["2013-01-03"])
+    skip = weekly_retraining_schedule(dg.build_schedule_context(instance=instance))
+    assert isinstance(skip, dg.SkipReason) and "full holdout (7 days)" in skip.skip_message
     report_features(instance, ["2013-03-01", "2013-03-20", "2013-03-10"])
     request = weekly_retraining_schedule(dg.build_schedule_context(instance=instance))
     config = request.run_config["ops"][op_name(TRAINING_SET)]["config"]

@@ -11,6 +11,7 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.keys import BACKTEST, FLIGHT_FEATURES, TRAINING_SET, op_name
+from ml_platform.training.assets import cutoff_days
 
 AUTOMATED_SENSORS = (
     "landing_sensor",
@@ -83,6 +84,27 @@ def test_training_windows_follow_the_settings(pair):
     assert config_defaults(march, BACKTEST)["window_days"] == 10
 
 
+def test_the_launchpad_takes_the_days_of_the_partitions_as_cutoffs(pair):
+    (_, year), (_, march) = pair
+    days = {}
+    for name, defs in (("year", year), ("march", march)):
+        field = defs.get_assets_def(TRAINING_SET).op.config_schema.config_type.fields["cutoff"]
+        enum = getattr(field.config_type, "inner_type", field.config_type)  # Noneable when defaulted
+        days[name] = (
+            enum.given_name,
+            len(enum.config_values),
+            field.default_value if field.default_provided else None,
+        )
+    assert days == {
+        "year": ("a day from 2013-01-01 to 2013-12-31 (YYYY-MM-DD)", 365, "2013-06-01"),
+        "march": ("a day from 2013-03-01 to 2013-03-07 (YYYY-MM-DD)", 7, None),
+    }
+    open_ended = replace(pair[0][0], partition_end=None)
+    assert cutoff_days(open_ended, today=date(2026, 5, 4)).__name__ == (
+        "a day from 2013-01-01 to 2027-12-31 (YYYY-MM-DD)"
+    )
+
+
 def test_the_training_set_reads_the_window_of_its_settings(pair, instance):
     """Materialized with only a cutoff, each training set reads its own settings' windows."""
     (settings, year), (_, march) = pair
@@ -91,7 +113,7 @@ def test_the_training_set_reads_the_window_of_its_settings(pair, instance):
         conn.execute("create schema features")
         conn.execute(
             "create table features.flight_features as select 'f' || i as flight_id,"
-            " date '2013-04-01' + cast(i as integer) as flight_date, i % 3 = 0 as arrived_late"
+            " date '2013-02-01' + cast(i as integer) as flight_date, i % 3 = 0 as arrived_late"
             " from range(60) t(i)"
         )
     windows = {}
@@ -101,13 +123,13 @@ def test_the_training_set_reads_the_window_of_its_settings(pair, instance):
             selection=[TRAINING_SET],
             resources=defs.resources,
             instance=instance,
-            run_config={"ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-05-01"}}}},
+            run_config={"ops": {op_name(TRAINING_SET): {"config": {"cutoff": "2013-03-05"}}}},
         )
         meta = result.asset_materializations_for_node(op_name(TRAINING_SET))[0].metadata
         windows[name] = (meta["train_window"].value, meta["holdout_window"].value)
     assert windows == {
-        "year": ("2013-04-03 .. 2013-05-01 (exclusive)", "2013-05-01 .. 2013-05-08 (exclusive)"),
-        "march": ("2013-04-21 .. 2013-05-01 (exclusive)", "2013-05-01 .. 2013-05-04 (exclusive)"),
+        "year": ("2013-02-05 .. 2013-03-05 (exclusive)", "2013-03-05 .. 2013-03-12 (exclusive)"),
+        "march": ("2013-02-23 .. 2013-03-05 (exclusive)", "2013-03-05 .. 2013-03-08 (exclusive)"),
     }
 
 

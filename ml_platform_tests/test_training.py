@@ -26,6 +26,7 @@ from ml_platform.keys import (
 from ml_platform.ml.frames import NUMERIC, feature_frame
 from ml_platform.resources import build_resources
 from ml_platform.resources.policy import ModelPolicy
+from ml_platform_tests.asset_status import graphql_context, launch, ui_status
 from ml_platform_tests.conftest import local_instance
 from ml_platform_tests.ml_support import (
     MONITORING,
@@ -111,6 +112,53 @@ def test_first_champion_is_registered_with_lineage_tags(ml_env):
     assert len(check) == 1 and check[0].passed
 
 
+# Dagster refuses a value outside the launchpad's Enum of days before a run exists.
+REFUSED = "Value at path root:ops:training__training_set:config:cutoff not in enum type {form} got {value}"
+CUTOFF_FORM = "a day from 2013-01-01 to 2013-12-31 (YYYY-MM-DD)"
+
+
+def test_a_cutoff_that_is_not_a_day_starts_no_run_and_the_ui_shows_the_champion_as_before(ml_env):
+    """Launched as the launchpad launches it (the training group's assets, or the retrain job) or
+    in process, a bad cutoff is refused with the field and the allowed days before any run exists:
+    nothing fails, nothing alerts, and the UI shows the champion and the other training assets as
+    it did. For contrast, a value only the step can judge fails one run, and Dagster then shows
+    every asset that run planned as failed."""
+    settings, instance, _ = ml_env
+    keys = [TRAINING_SET, *ML_ASSETS]
+    champion = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    (latest,) = instance.fetch_materializations(CHAMPION_MODEL, limit=1).records
+    runs = instance.get_runs_count()
+    with graphql_context(instance) as context:
+        before = ui_status(context, keys)
+        assert not any(status["failed"] for status in before.values()), before
+        assert before[CHAMPION_MODEL.to_user_string()]["materialized_by"] == latest.run_id
+        for answer in (
+            launch(context, training_config("2013-13-01"), assets=keys),
+            launch(context, training_config("2013-13-01"), job="retrain"),
+        ):
+            assert answer["__typename"] == "RunConfigValidationInvalid", answer
+            assert [e["message"] for e in answer["errors"]] == [
+                REFUSED.format(form=CUTOFF_FORM, value="2013-13-01")
+            ]
+    for value in ("2013-13-01", "2014-03-01", "2013-6-1"):
+        with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+            train(settings, instance, training_config(value))
+        assert REFUSED.format(form=CUTOFF_FORM, value=value) in str(refused.value)
+    assert instance.get_runs_count() == runs
+    with graphql_context(instance) as context:
+        assert ui_status(context, keys) == before
+    assert instance.fetch_materializations(CHAMPION_MODEL, limit=1).records == [latest]
+    now = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
+    assert now.version == champion.version
+
+    failed = train(settings, instance, training_config(CUTOFF, window_days=0), raise_on_error=False)
+    assert not failed.success and instance.get_runs_count() == runs + 1
+    with graphql_context(instance) as context:
+        after = ui_status(context, keys)
+    assert all(s["failed"] and s["latest_run"] == failed.run_id for s in after.values()), after
+    assert after[CHAMPION_MODEL.to_user_string()]["materialized_by"] == latest.run_id
+
+
 def test_gate_refuses_a_worse_model_and_keeps_the_champion(ml_env):
     settings, instance, _ = ml_env
     before = client(settings).get_model_version_by_alias(settings.registered_model_name, "champion")
@@ -128,9 +176,9 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(ml_env):
 @pytest.mark.parametrize(
     ("run_config", "step", "headline"),
     [
-        (training_config("2013-13-01"), TRAINING_SET, "cutoff: not a calendar day; use YYYY-MM-DD"),
         (training_config(CUTOFF, window_days=0), TRAINING_SET, "window_days: Input should be greater than"),
-        (training_config("2014-03-01"), TRAINING_SET, "no labelled features for the train window"),
+        (training_config(None), TRAINING_SET, "cutoff: Input should be a valid string (got None)"),
+        (training_config("2013-06-01"), TRAINING_SET, "no labelled features for the train window"),
         (training_config(CUTOFF, candidate_hgb={"learning_rate": 0}), HGB.key, "learning_rate: Input should"),
     ],
 )

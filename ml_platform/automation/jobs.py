@@ -40,13 +40,16 @@ retrain_job = define_asset_job(
 )
 
 
-def latest_cutoff(instance: DagsterInstance, holdout_days: int) -> date | None:
-    """The cutoff whose holdout ends on the newest day with features: the latest full window."""
+def latest_cutoff(instance: DagsterInstance, holdout_days: int, first_day: date) -> date | None:
+    """The cutoff whose holdout ends on the newest day with features: the latest full window.
+    None without features, or when that cutoff precedes ``first_day``, the first partition (the
+    launchpad takes only the days of the partitions as cutoffs)."""
     keys = instance.get_materialized_partitions(FLIGHT_FEATURES)
     if not keys:
         return None
     newest = max(date.fromisoformat(k) for k in keys)
-    return newest - timedelta(days=holdout_days - 1)
+    cutoff = newest - timedelta(days=holdout_days - 1)
+    return cutoff if cutoff >= first_day else None
 
 
 def retrain_run_config(cutoff: date, window_days: int, holdout_days: int) -> dict:

@@ -52,9 +52,12 @@ def build_schedules(settings: Settings, ingest_days_job) -> list[ScheduleDefinit
         description="Every Monday: retrain, evaluate and gate on the newest full training window.",
     )
     def weekly_retraining_schedule(context: ScheduleEvaluationContext):
-        cutoff = latest_cutoff(context.instance, settings.holdout_days)
+        cutoff = latest_cutoff(context.instance, settings.holdout_days, settings.partition_start)
         if cutoff is None:
-            return SkipReason(f"no {FLIGHT_FEATURES.path[-1]} partition has been materialized yet")
+            return SkipReason(
+                f"no {FLIGHT_FEATURES.path[-1]} partitions for a full holdout "
+                f"({settings.holdout_days} days) have been materialized yet"
+            )
         return RunRequest(
             run_key=f"retrain:{cutoff.isoformat()}",
             run_config=retrain_run_config(cutoff, settings.training_window_days, settings.holdout_days),

@@ -180,10 +180,10 @@ def request_retraining(context: SensorEvaluationContext, settings: Settings):
         context.update_cursor(json.dumps(state))
         wait = (cooldown - (now - state["last_request"])) / 3600
         return SkipReason(f"{len(failures)} failed check(s), but in cool-down for {wait:.1f} more hour(s)")
-    cutoff = latest_cutoff(context.instance, settings.holdout_days)
+    cutoff = latest_cutoff(context.instance, settings.holdout_days, settings.partition_start)
     if cutoff is None:
         context.update_cursor(json.dumps(state))
-        return SkipReason("checks failed but no features are materialized to retrain on")
+        return SkipReason("checks failed but no full holdout of features is materialized to retrain on")
     state["last_request"] = now
     context.update_cursor(json.dumps(state))
     return RunRequest(

@@ -14,9 +14,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
-    MetadataValue,
     Output,
     PartitionsDefinition,
 )
@@ -27,6 +25,7 @@ from ml_platform.features.freshness_of_inputs import FINGERPRINT, current_finger
 from ml_platform.features.publish import Publication, publication_of, publish, publish_schema_of, refusal
 from ml_platform.keys import FLIGHT_FEATURES
 from ml_platform.partitions import window_dates
+from ml_platform.refusals import refused
 from ml_platform.resources.dbt import DbtCli
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
@@ -198,11 +197,7 @@ def refuse(held: list, warehouse: Warehouse, context: AssetExecutionContext, err
     description, metadata = refusal(
         warehouse, PUBLICATION, FLIGHT_FEATURES.to_user_string(), context.partition_keys, tests
     )
-    raise Failure(
-        description=description,
-        metadata={name: MetadataValue.text(text) for name, text in metadata.items()},
-        allow_retries=False,
-    ) from error
+    raise refused(description, metadata) from error
 
 
 def _refused(check: AssetCheckResult) -> AssetCheckResult:

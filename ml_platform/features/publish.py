@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from ml_platform import faults
+from ml_platform.refusals import window_of
 from ml_platform.resources.warehouse import Warehouse, WarehouseError, ident, table_exists, transaction
 
 SAMPLE = 5
@@ -137,7 +138,7 @@ def refusal(
 ) -> tuple[str, dict[str, str]]:
     """Why a built window is not published: the partition, each failed blocking test (``failed``:
     its name and manifest node) with how many rows failed and a few of them."""
-    window = partitions[0] if len(partitions) == 1 else f"{partitions[0]}..{partitions[-1]}"
+    window = window_of(partitions)
     lines = [
         f"{asset} {window}: not published ({pub.published} keeps its rows; the refused window stays "
         f"in {pub.staged}); blocking dbt test(s) failed:"

@@ -38,6 +38,7 @@ from ml_platform.ingestion.schemas import DAILY_TABLES, REFERENCE_TABLES, TableS
 from ml_platform.ingestion.source import FlightSource, SourceBatch, SourceError
 from ml_platform.keys import RAW
 from ml_platform.partitions import days_in, window_dates
+from ml_platform.refusals import refused as refused_failure
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
 from ml_platform.versions import frame_hash, hash_of_rows, row_hashes, source_version
 
@@ -78,12 +79,7 @@ def _results(key: AssetKey, outcomes: list[Outcome], stored: bool = True) -> Ite
 def refusal(key: AssetKey, partitions: list[str], origins: list[str], refused: list[Outcome]) -> Failure:
     """The step's failure for a window that failed a blocking check: not retried (the same
     delivery fails the same way), naming partition, files, checks and a few offending rows."""
-    description, metadata = refusal_report(key.to_user_string(), partitions, origins, refused)
-    return Failure(
-        description=description,
-        metadata={name: MetadataValue.text(text) for name, text in metadata.items()},
-        allow_retries=False,
-    )
+    return refused_failure(*refusal_report(key.to_user_string(), partitions, origins, refused))
 
 
 def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):

@@ -13,6 +13,7 @@ from datetime import date
 import pandas as pd
 
 from ml_platform.ingestion.schemas import TableSpec
+from ml_platform.refusals import window_of
 
 SAMPLE = 5
 
@@ -195,7 +196,7 @@ def refusal_report(
 ) -> tuple[str, dict[str, str]]:
     """Why a staged window is not stored: partition, the files behind each failed blocking check
     and a few of its rows, as a description and as metadata (the operator's first questions)."""
-    window = _span(partitions) if len(partitions) <= 1 else f"{partitions[0]}..{partitions[-1]}"
+    window = window_of(partitions)
     where = f"{table} {window}" if window else table
     lines = [f"{where}: not stored (the stored rows are unchanged); blocking check(s) failed:"]
     metadata = {"partition": window or "none (whole table)"}

@@ -1,7 +1,7 @@
 """Training set, candidate models, selection and the champion in the MLflow registry."""
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 from dagster import (
@@ -19,7 +19,7 @@ import ml_platform.ml.frames as frames_module
 from ml_platform.config import Settings
 from ml_platform.features.assets import feature_reader_version
 from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET
-from ml_platform.launchpad import checked, launchpad_form
+from ml_platform.launchpad import checked, day_choices, launchpad_form
 from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
@@ -33,7 +33,8 @@ class TrainingWindowConfig(BaseModel):
     window lengths default to the settings the definitions are built with (``window_config``)."""
 
     cutoff: str = Field(
-        default="2013-06-01", description="Training cutoff: the first day not trained on, YYYY-MM-DD"
+        default="2013-06-01",
+        description="Training cutoff: the first day not trained on, YYYY-MM-DD, a day of the partitions",
     )
     window_days: int = Field(ge=1, le=366)
     holdout_days: int = Field(ge=1, le=60)
@@ -60,6 +61,14 @@ def window_config(settings: Settings) -> type[TrainingWindowConfig]:
     return SettingsWindowConfig
 
 
+def cutoff_days(settings: Settings, today: date | None = None):
+    """The cutoffs the launchpad takes: the days of the code location's partitions. Open-ended
+    partitions are offered through the end of next year (a cutoff with features is in the past)."""
+    today = today or datetime.now(UTC).date()
+    end = settings.partition_end or date(today.year + 2, 1, 1)
+    return day_choices(settings.partition_start, end - timedelta(days=1))
+
+
 def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
     return warehouse.query(
         "select * from features.flight_features where flight_date >= ? and flight_date < ? order by all",
@@ -74,7 +83,7 @@ CODE_VERSION = feature_reader_version(__name__, frames_module)
 
 def build_training_set(settings: Settings) -> AssetsDefinition:
     strict = window_config(settings)
-    form = launchpad_form(strict, "TrainingWindowConfig")
+    form = launchpad_form(strict, "TrainingWindowConfig", choices={"cutoff": cutoff_days(settings)})
 
     @asset(
         key=TRAINING_SET,

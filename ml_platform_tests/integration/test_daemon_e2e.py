@@ -9,7 +9,7 @@ from datetime import date, datetime
 import dagster as dg
 import duckdb
 import pytest
-from dagster_graphql import DagsterGraphQLClient
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from ml_platform.config import load_settings
 from ml_platform.ingestion.landing import land_days
@@ -145,7 +145,7 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
             (TEST_OUTPUT / "daemon_e2e" / "latency.json").write_text(json.dumps(report, indent=2))
             print(f"land-to-prediction latency: {report}")
             assert alerts == [], alerts
-            _a_bad_cutoff_fails_one_run_and_alerts_once(instance, port, alerts)
+            _bad_launchpad_values_fail_at_most_one_run_and_alert_once(instance, port, alerts)
             # Stopped as an operator would, once every run (the automation's too) is over.
             everything = _wait_for_finished_runs(instance, {}, timeout=180)
             wait_for_exit(_worker_pids(instance, everything))
@@ -166,22 +166,36 @@ def test_landed_days_reach_predictions_through_sensors_alone(tmp_path, monkeypat
         assert counts[day] == int(((f.year == y) & (f.month == m) & (f.day == d)).sum())
 
 
-def _a_bad_cutoff_fails_one_run_and_alerts_once(instance, port: int, alerts: list) -> None:
-    """Submitted as the launchpad would: the run fails once (a failed step is not retried), the
-    alert arrives once, and both lead with the field and its allowed form."""
+def _bad_launchpad_values_fail_at_most_one_run_and_alert_once(instance, port: int, alerts: list) -> None:
+    """Submitted as the launchpad would. A cutoff that is not a day of the partitions is refused
+    at launch, naming the field and the allowed days: no run, no alert. A value only the step can
+    judge fails its run once (a failed step is not retried), and the alert arrives once; both
+    lead with the field and its allowed form."""
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     tags = {"ml_platform/case": "bad_cutoff"}
-    run_id = client.submit_job_execution("retrain", run_config=training_config("2013-13-01"), tags=tags)
+    with pytest.raises(DagsterGraphQLClientError) as refused:
+        client.submit_job_execution("retrain", run_config=training_config("2013-13-01"), tags=tags)
+    kind, errors = refused.value.args
+    assert kind == "RunConfigValidationInvalid", refused.value.args
+    (error,) = errors
+    assert (
+        "config:cutoff not in enum type a day from 2013-01-01 to 2013-12-31 (YYYY-MM-DD)" in error["message"]
+    )
+    tags = {"ml_platform/case": "bad_window"}
+    run_id = client.submit_job_execution(
+        "retrain", run_config=training_config("2013-01-26", window_days=0), tags=tags
+    )
     (run,) = _wait_for_finished_runs(instance, tags)
     assert run.status == dg.DagsterRunStatus.FAILURE
     failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     (failure,) = [r.event_log_entry.dagster_event.step_failure_data for r in failures]
-    assert "cutoff: not a calendar day; use YYYY-MM-DD" in failure.user_failure_data.description
+    assert "window_days: Input should be greater than or equal to 1" in failure.user_failure_data.description
     deadline = time.time() + 90
     while not alerts and time.time() < deadline:
         time.sleep(1)
     time.sleep(10)  # what a retry (or a second alert) would need to show up (retries start at once)
     assert [r.run_id for r in instance.get_runs(dg.RunsFilter(tags=tags))] == [run_id]
+    assert instance.get_runs(dg.RunsFilter(tags={"ml_platform/case": "bad_cutoff"})) == []
     assert len(alerts) == 1, alerts
     text = alerts[0][2]["text"]
-    assert run_id in text and "training/training_set: launchpad config refused: cutoff:" in text
+    assert run_id in text and "training/training_set: launchpad config refused: window_days:" in text
