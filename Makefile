@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup platform-env dev test test-readme fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env dev test test-readme test-release fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -81,7 +81,8 @@ test: setup browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Every shell command of the README, run as a new user would on a fresh copy of the checkout
-# (set-up included; CI runs it as a stage of its own).
+# (set-up included; before a release: `make test` checks on every run that the README's commands
+# still parse into this walkthrough).
 test-readme: setup
 	$(BIN)/python -m pytest -m walkthrough ml_platform_tests/integration/test_readme.py $(PYTEST_ARGS)
 
@@ -99,6 +100,9 @@ test-month: setup
 # daemon, four at a time (about 25 min on two cores; before a release).
 test-year: setup
 	$(BIN)/python -m pytest -m year $(PYTEST_ARGS)
+
+# Before a release: the README walkthrough and the year-long cases (about 40 min on two cores).
+test-release: test-readme test-year
 
 # The same platform with every runtime accelerator off (Dagster's and dbt's stock behaviour):
 # ingestion, features, training, the daemon case and the production topology.
