@@ -23,7 +23,7 @@ from dagster import AssetKey, DailyPartitionsDefinition, asset, materialize
 from pandas.testing import assert_frame_equal
 
 from ml_platform.config import SettingsError, load_settings
-from ml_platform.resources.warehouse import Warehouse, WarehouseIOManager
+from ml_platform.resources.warehouse import Warehouse, WarehouseIOManager, WriteScope
 from ml_platform.resources.warehouse_engines import COMMIT_ATTEMPTS, DuckLake, engine_for, redact
 
 PARTS = DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-02-01", timezone="UTC")
@@ -355,3 +355,58 @@ def test_a_writer_killed_before_its_commit_leaves_the_previous_rows(lake, instan
     assert counts(lake)["2013-01-02"] == (3, 3, "next")
     kept = stored(lake).query("label != 'next'").reset_index(drop=True)
     assert_frame_equal(kept, before[before["reading_date"] != pd.Timestamp(D2)].reset_index(drop=True))
+
+
+# --- the publish of a staged window, and what is rerun ---------------------------------------------
+
+
+def test_a_staged_window_is_published_on_either_engine(where):
+    from ml_platform.features.publish import Publication, publish
+
+    warehouse = where.warehouse()
+    with warehouse.connection() as conn:
+        conn.execute("create schema stage")
+        conn.execute("create table stage.t (day DATE NOT NULL, n BIGINT)")
+        conn.execute(
+            "insert into stage.t values (date '2013-01-01', 1), (date '2013-01-02', 2),"
+            " (date '2013-01-02', 3)"
+        )
+    pub = Publication("stage", "pub", "t", "day")
+    assert publish(warehouse, pub, D1, D3) == {"2013-01-01": 1, "2013-01-02": 2}
+    with warehouse.connection() as conn:
+        conn.execute("insert into stage.t values (date '2013-01-02', 9)")
+    assert publish(warehouse, pub, D2, D3) == {"2013-01-02": 1}
+    with warehouse.connection(read_only=True) as conn:
+        assert conn.execute("select * from pub.t order by all").fetchall() == [(D1, 1), (D2, 9)]
+        assert conn.execute("select count(*) from stage.t").fetchall() == [(0,)]
+
+
+def test_only_a_commit_conflict_is_rerun(tmp_path):
+    import duckdb
+
+    with lake_catalog(tmp_path) as lake:
+        warehouse = lake.warehouse()
+        calls: list[int] = []
+
+        def conflicting_once(conn):
+            calls.append(1)
+            conn.execute("create table if not exists t (n BIGINT)")
+            if len(calls) == 1:
+                raise duckdb.TransactionException(
+                    "Failed to commit DuckLake transaction: Transaction conflict"
+                )
+            conn.execute("insert into t values (1)")
+            return len(calls)
+
+        assert warehouse.write(WriteScope("main.t"), conflicting_once) == 2
+        with warehouse.connection(read_only=True) as conn:
+            assert conn.execute("select * from t").fetchall() == [(1,)]
+
+        def failing(conn):
+            calls.append(1)
+            raise duckdb.TransactionException("something else")
+
+        calls.clear()
+        with pytest.raises(duckdb.TransactionException, match="something else"):
+            warehouse.write(WriteScope("main.t"), failing)
+        assert len(calls) == 1
