@@ -23,7 +23,7 @@ from dagster import AssetKey, DailyPartitionsDefinition, asset, materialize
 from pandas.testing import assert_frame_equal
 
 from ml_platform.config import SettingsError, load_settings
-from ml_platform.resources.warehouse import Warehouse, WarehouseIOManager, WriteScope
+from ml_platform.resources.warehouse import Warehouse, WarehouseError, WarehouseIOManager, WriteScope
 from ml_platform.resources.warehouse_engines import COMMIT_ATTEMPTS, DuckLake, engine_for, redact
 
 PARTS = DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-02-01", timezone="UTC")
@@ -410,3 +410,18 @@ def test_only_a_commit_conflict_is_rerun(tmp_path):
         with pytest.raises(duckdb.TransactionException, match="something else"):
             warehouse.write(WriteScope("main.t"), failing)
         assert len(calls) == 1
+
+
+def test_a_day_locked_by_another_writer_is_waited_for_then_refused(tmp_path):
+    with lake_catalog(tmp_path) as where:
+        lake = engine_for(where.database, where.data_path)
+        lake.lock_timeout = 0.3
+        # Each locked() block is its own PostgreSQL session: the outer one is the other writer.
+        with lake.locked(WriteScope(TABLE, (D2,))):
+            with pytest.raises(WarehouseError, match=f"{TABLE} 2013-01-02: another writer held its lock"):
+                with lake.locked(WriteScope(TABLE, (D1, D2))):
+                    pass
+            with lake.locked(WriteScope(TABLE, (D1, D3))):
+                pass  # other days are free
+        with lake.locked(WriteScope(TABLE, (D2,))):
+            pass  # freed when the block ended

@@ -121,9 +121,10 @@ class DuckLake:
 
     name = "ducklake"
 
-    def __init__(self, catalog: str, data_path: str):
+    def __init__(self, catalog: str, data_path: str, lock_timeout: float = LOCK_RETRY_SECONDS):
         self.catalog = catalog
         self.data_path = data_path
+        self.lock_timeout = lock_timeout
         self.url = LAKE_PREFIX + catalog
 
     def describe(self) -> str:
@@ -151,7 +152,8 @@ class DuckLake:
     @contextmanager
     def locked(self, scope: WriteScope) -> Iterator[None]:
         """Hold the advisory lock of each (table, day) of ``scope`` (the table's whole-table key
-        when it has no days) until the block ends; a killed holder's session frees them."""
+        when it has no days) until the block ends; a killed holder's session frees them. A lock
+        still held by another writer after ``lock_timeout`` seconds is a ``WarehouseError``."""
         import psycopg2
 
         try:
@@ -162,12 +164,21 @@ class DuckLake:
             ) from exc
         try:
             with session.cursor() as cur:
+                cur.execute(
+                    "select set_config('lock_timeout', %s, true)", [f"{int(self.lock_timeout * 1000)}ms"]
+                )
                 # Sorted, so writers of overlapping ranges take them in one order (no deadlock).
                 for day in sorted(set(scope.days)) or [None]:
-                    cur.execute(
-                        "select pg_advisory_xact_lock(hashtext(%s), %s)",
-                        [scope.table, day.toordinal() if day else 0],
-                    )
+                    try:
+                        cur.execute(
+                            "select pg_advisory_xact_lock(hashtext(%s), %s)",
+                            [scope.table, day.toordinal() if day else 0],
+                        )
+                    except psycopg2.errors.LockNotAvailable as exc:
+                        raise WarehouseError(
+                            f"{scope.table}{f' {day}' if day else ''}: another writer held its lock for "
+                            f"{self.lock_timeout:g} s; nothing was written"
+                        ) from exc
             yield
         finally:
             session.rollback()  # ends the transaction, which frees its locks
