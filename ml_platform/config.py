@@ -74,7 +74,9 @@ def _int(name: str, default: int) -> int:
 class Settings:
     env: str
     data_dir: Path
-    warehouse_path: Path
+    # ML_PLATFORM_WAREHOUSE: a resolved file path, or a ducklake:postgres: URL (with its data path).
+    warehouse: str
+    lake_data_path: str | None
     landing_root: Path
     source: str
     partition_start: date
@@ -96,6 +98,29 @@ class Settings:
     mlflow_ui_url: str | None
     dagster_url: str
     fit_threads: int
+
+    @property
+    def warehouse_is_lake(self) -> bool:
+        return self.lake_data_path is not None
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The warehouse file; a lake has none."""
+        if self.warehouse_is_lake:
+            raise SettingsError("ML_PLATFORM_WAREHOUSE is a lake, not a DuckDB file")
+        return Path(self.warehouse)
+
+
+def _warehouse(data_dir: Path) -> tuple[str, str | None]:
+    from ml_platform.resources.warehouse_engines import parse_location
+
+    try:
+        return parse_location(
+            _env("ML_PLATFORM_WAREHOUSE", str(data_dir / "warehouse.duckdb")),
+            _env("ML_PLATFORM_LAKE_DATA_PATH"),
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def load_settings() -> Settings:
@@ -120,11 +145,13 @@ def load_settings() -> Settings:
     fit_threads = _int("ML_PLATFORM_FIT_THREADS", max(1, (os.cpu_count() or 1) // 3))
     if fit_threads < 1:
         raise SettingsError(f"ML_PLATFORM_FIT_THREADS={fit_threads} is not a positive integer")
+    warehouse, lake_data_path = _warehouse(data_dir)
     mlflow_uri = _env("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
     return Settings(
         env=env,
         data_dir=data_dir,
-        warehouse_path=Path(_env("ML_PLATFORM_WAREHOUSE", str(data_dir / "warehouse.duckdb"))).resolve(),
+        warehouse=warehouse,
+        lake_data_path=lake_data_path,
         landing_root=Path(_env("ML_PLATFORM_LANDING_ROOT", str(data_dir / "landing"))).resolve(),
         source=source,
         partition_start=start,

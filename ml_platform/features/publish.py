@@ -2,7 +2,8 @@
 
 dbt writes the run's window alone into a staging relation and its tests audit it there; only
 then does the step publish it: the window of the published table is deleted and the staged rows
-inserted in one DuckDB transaction, which also empties the staging relation. A window that fails
+inserted in one transaction, which also empties the staging relation (on a lake, under the
+published days' locks and rerun on a commit conflict, like every warehouse write). A window that fails
 a blocking test is never published; it stays staged, with each failing test's rows as a view
 (``store_failures``), for whoever investigates.
 """
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from ml_platform import faults
 from ml_platform.refusals import window_of
-from ml_platform.resources.warehouse import Warehouse, WarehouseError, ident, table_exists, transaction
+from ml_platform.resources.warehouse import Warehouse, WarehouseError, WriteScope, ident, table_exists
 
 SAMPLE = 5
 
@@ -58,10 +59,14 @@ def publication_of(node: Mapping[str, Any], column: str) -> Publication:
 def publish(warehouse: Warehouse, pub: Publication, start: date, end: date) -> dict[str, int]:
     """Replace the window [start, end) of the published table with the staged rows, in one
     transaction; returns the published rows per day (YYYY-MM-DD)."""
+
+    def replace_window(conn) -> None:
+        _publish(conn, pub, start, end)
+        faults.reach("features.before_publish_commit")
+
+    days = tuple(start + timedelta(days=n) for n in range((end - start).days))
+    warehouse.write(WriteScope(pub.published, days), replace_window)
     with warehouse.connection() as conn:
-        with transaction(conn):
-            _publish(conn, pub, start, end)
-            faults.reach("features.before_publish_commit")
         rows = conn.execute(
             f"select strftime({ident(pub.column)}, '%Y-%m-%d'), count(*)"  # noqa: S608 - validated identifiers
             f" from {ident(pub.published_schema)}.{ident(pub.table)}"
@@ -112,7 +117,7 @@ def _publish(conn, pub: Publication, start: date, end: date) -> None:
 def _columns(conn, schema: str, table: str) -> dict[str, str]:
     rows = conn.execute(
         "select column_name, data_type from information_schema.columns"
-        " where table_schema = ? and table_name = ?",
+        " where table_catalog = current_database() and table_schema = ? and table_name = ?",
         [schema, table],
     ).fetchall()
     return dict(rows)

@@ -48,10 +48,9 @@ def build_tracking(settings: Settings) -> MlflowTracking:
 def build_resources(settings: Settings) -> dict:
     """The resource map of ``settings.env`` (``ML_PLATFORM_ENV``); the same code runs everywhere,
     and tests build the same map over temp directories."""
-    warehouse_path = str(settings.warehouse_path)
     return {
-        "io_manager": WarehouseIOManager(database=warehouse_path),
-        "warehouse": Warehouse(path=warehouse_path),
+        "io_manager": WarehouseIOManager(database=settings.warehouse, data_path=settings.lake_data_path),
+        "warehouse": Warehouse(path=settings.warehouse, data_path=settings.lake_data_path),
         "source": build_source(settings),
         "landing": LandingSource(root=str(settings.landing_root)),
         "notifier": build_notifier(),

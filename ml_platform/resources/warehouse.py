@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: one file, one writer at a time, partitions replaced atomically.
+"""The warehouse: a DuckDB file or a DuckLake (``warehouse_engines``), partitions replaced atomically.
 
 ``WarehouseIOManager`` extends dagster-duckdb's pandas IO manager where the stock one is unsafe:
 the partition delete and insert run in one transaction (a crash leaves the old partition), rows
@@ -8,16 +8,19 @@ are inserted by column name (never by position), partition bounds are bound as D
 It builds on ``dagster._core.storage.db_io_manager``, the framework dagster-duckdb's own IO
 managers are made of and the documented way to write a type handler for them: the one private
 Dagster import outside ``ml_platform/runtime``, kept in step by the pinned dagster-duckdb.
+
+Which engine holds the tables is the resource's configuration alone (``database``: a file path
+or a ``ducklake:postgres:`` URL, with ``data_path`` for a lake); assets never see it. On a lake
+each output write holds the advisory locks of its (table, day)s and is rerun on a commit conflict.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
-from pathlib import Path
+from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -29,16 +32,25 @@ from pydantic import Field
 
 from ml_platform import faults
 from ml_platform.ingestion.schemas import ALL_TABLES, TableSpec
+from ml_platform.resources.warehouse_engines import (
+    LOCK_RETRY_SECONDS,
+    WAREHOUSE_ENV_VAR,
+    Engine,
+    WarehouseError,
+    WriteScope,
+    connect_file,
+    engine_for,
+    retrying,
+    run_write,
+    transaction,
+)
+
+__all__ = ["LOCK_RETRY_SECONDS", "WAREHOUSE_ENV_VAR", "WarehouseError", "WriteScope", "transaction"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-WAREHOUSE_ENV_VAR = "ML_PLATFORM_WAREHOUSE"
 # Every asset that writes the warehouse runs in this pool; the instance limits it to one slot.
 WAREHOUSE_POOL = "duckdb_warehouse"
-LOCK_RETRY_SECONDS = 120.0
-
-
-class WarehouseError(RuntimeError):
-    """A warehouse operation failed; the message names the table and partition."""
+T = TypeVar("T")
 
 
 def ident(name: str) -> str:
@@ -49,26 +61,13 @@ def ident(name: str) -> str:
     return f'"{name}"'
 
 
-def connect(path: str | Path, *, read_only: bool = False, timeout: float = LOCK_RETRY_SECONDS):
-    """Open the warehouse, waiting with backoff while another process holds its lock."""
-    path = str(path)
-    if not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            return duckdb.connect(path, read_only=read_only)
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+connect = connect_file  # the file engine's connect, waiting for the file lock
 
 
 def table_exists(conn, schema: str, table: str) -> bool:
     rows = conn.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        "select count(*) from information_schema.tables"
+        " where table_catalog = current_database() and table_schema = ? and table_name = ?",
         [schema, table],
     ).fetchall()
     return rows[0][0] > 0
@@ -90,21 +89,18 @@ def _as_date(value: datetime) -> date:
     return value.date()
 
 
-@contextmanager
-def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Everything done in the block commits together when it ends, or not at all."""
-    conn.execute("begin transaction")
-    try:
-        yield conn
-        conn.execute("commit")
-    except BaseException:
-        # Best effort: a failed commit has already ended the transaction, and a failing
-        # rollback must not hide the error that caused it.
-        try:
-            conn.execute("rollback")
-        except duckdb.Error:
-            pass
-        raise
+def scope_of(table_slice: TableSlice) -> WriteScope:
+    """The (table, days) a write of ``table_slice`` replaces."""
+    table = f"{table_slice.schema}.{table_slice.table}"
+    window = _window(table_slice)
+    if window is None:
+        return WriteScope(table)
+    _, start, end = window
+    return WriteScope(table, tuple(start + timedelta(days=n) for n in range((end - start).days)))
+
+
+def _engine(resource_config) -> Engine:
+    return engine_for(resource_config["database"], resource_config.get("data_path"))
 
 
 class AtomicDuckDbClient(DbClient):
@@ -113,7 +109,7 @@ class AtomicDuckDbClient(DbClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(context.resource_config["database"])
+        conn = _engine(context.resource_config).connect()
         try:
             with transaction(conn):
                 yield conn
@@ -205,12 +201,12 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             if spec is not None:
                 connection.execute(f"create table {target} ({spec.ddl_columns()})")
             else:
-                connection.register("incoming_frame", obj)
-                connection.execute(f"create table {target} as select * from incoming_frame limit 0")  # noqa: S608
-                connection.unregister("incoming_frame")
+                # Cast while creating: a DuckLake alters a column's type only to a wider one.
                 day = _timestamp_day_column(table_slice, obj)
-                if day is not None:
-                    connection.execute(f"alter table {target} alter column {ident(day)} set data type date")
+                columns = f"* replace (cast({ident(day)} as date) as {ident(day)})" if day else "*"
+                connection.register("incoming_frame", obj)
+                connection.execute(f"create table {target} as select {columns} from incoming_frame limit 0")  # noqa: S608
+                connection.unregister("incoming_frame")
         stored = [r[0] for r in connection.execute(f"describe {target}").fetchall()]  # noqa: S608
         unknown = [c for c in obj.columns if c not in stored]
         if unknown:
@@ -244,7 +240,12 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         )
         # Dagster's documented table metadata keys: the UI shows them as the row count and schema.
         table = {f"dagster/{name}": value for name, value in counts.items()}
-        return {**table, "dagster/storage_kind": "duckdb", "dagster/column_schema": schema, **extra}
+        return {
+            **table,
+            "dagster/storage_kind": _engine(context.resource_config).name,
+            "dagster/column_schema": schema,
+            **extra,
+        }
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
@@ -262,8 +263,30 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         return [pd.DataFrame]
 
 
+class RetryingDbIOManager(DbIOManager):
+    """Writes each output under its (table, day) locks, rerunning it whole on a commit conflict
+    (a lake's); Dagster records the output's metadata only after the write committed. On a lake
+    the metadata says how many attempts the commit took (``warehouse_commit_attempts``)."""
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        engine = _engine(context.resource_config)
+        scope = scope_of(self._get_table_slice(context, context))
+        attempts = 0
+        with engine.locked(scope):
+            for attempt in retrying(engine, scope, context.log.info):
+                attempts += 1
+                with attempt:
+                    super().handle_output(context, obj)
+        if engine.attempts() > 1:
+            context.add_output_metadata({"warehouse_commit_attempts": attempts})
+
+
 class WarehouseIOManager(DuckDBIOManager):
     """DuckDB pandas IO manager with atomic, by-name, parameterized partition writes."""
+
+    data_path: str | None = Field(
+        default=None, description="Data directory of a lake (``database`` a ducklake:postgres: URL)"
+    )
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -274,7 +297,7 @@ class WarehouseIOManager(DuckDBIOManager):
         return pd.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return RetryingDbIOManager(
             db_client=AtomicDuckDbClient(),
             database=self.database,
             schema=self.schema_,
@@ -285,17 +308,26 @@ class WarehouseIOManager(DuckDBIOManager):
 
 
 class Warehouse(ConfigurableResource):
-    """Direct access to the warehouse file for checks, dbt and the CLI."""
+    """Direct access to the warehouse for checks, dbt and the CLI."""
 
-    path: str = Field(description="Path of the DuckDB warehouse file")
+    path: str = Field(description="Path of the DuckDB warehouse file, or a ducklake:postgres: URL")
+    data_path: str | None = Field(default=None, description="Data directory of a lake")
+
+    @property
+    def engine(self) -> Engine:
+        return engine_for(self.path, self.data_path)
 
     @contextmanager
     def connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(self.path, read_only=read_only)
+        conn = self.engine.connect(read_only=read_only)
         try:
             yield conn
         finally:
             conn.close()
+
+    def write(self, scope: WriteScope, body: Callable[[duckdb.DuckDBPyConnection], T], log=None) -> T:
+        """``body`` in one transaction that replaces ``scope``, safe beside concurrent writers."""
+        return run_write(self.engine, scope, body, log=log)
 
     def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
         with self.connection() as conn:
