@@ -203,9 +203,9 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             else:
                 # Cast while creating: a DuckLake alters a column's type only to a wider one.
                 day = _timestamp_day_column(table_slice, obj)
-                columns = f"* replace (cast({ident(day)} as date) as {ident(day)})" if day else "*"
+                cols = f"* replace (cast({ident(day)} as date) as {ident(day)})" if day else "*"
                 connection.register("incoming_frame", obj)
-                connection.execute(f"create table {target} as select {columns} from incoming_frame limit 0")  # noqa: S608
+                connection.execute(f"create table {target} as select {cols} from incoming_frame limit 0")  # noqa: S608
                 connection.unregister("incoming_frame")
         stored = [r[0] for r in connection.execute(f"describe {target}").fetchall()]  # noqa: S608
         unknown = [c for c in obj.columns if c not in stored]

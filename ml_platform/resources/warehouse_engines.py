@@ -30,7 +30,6 @@ import duckdb
 WAREHOUSE_ENV_VAR = "ML_PLATFORM_WAREHOUSE"
 LAKE_DATA_ENV_VAR = "ML_PLATFORM_LAKE_DATA_PATH"
 LAKE_PREFIX = "ducklake:postgres:"
-LAKE_ALIAS = "lake"
 LOCK_RETRY_SECONDS = 120.0
 # A conflicting commit is rerun this many times in all, with a growing, jittered pause.
 COMMIT_ATTEMPTS = 8
@@ -137,13 +136,19 @@ class DuckLake:
         )
         try:
             conn.execute("load ducklake; load postgres")
-            options = ["data_path ?", "data_inlining_row_limit 0"] + (["read_only"] if read_only else [])
-            # ATTACH takes no parameters: the catalog is a quoted literal, the data path too.
-            conn.execute(
-                f"attach {_literal('ducklake:postgres:' + self.catalog)} as {LAKE_ALIAS} "
-                f"({', '.join(options).replace('?', _literal(self.data_path))})"
-            )
-            conn.execute(f"use {LAKE_ALIAS}")
+            # ATTACH takes no parameters: the catalog and the data path are quoted literals.
+            catalog = LAKE_PREFIX + self.catalog
+            if read_only:
+                conn.execute(
+                    f"attach {literal(catalog)} as lake "
+                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0, read_only)"
+                )
+            else:
+                conn.execute(
+                    f"attach {literal(catalog)} as lake "
+                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0)"
+                )
+            conn.execute("use lake")
         except duckdb.Error as exc:
             conn.close()
             raise WarehouseError(f"cannot open warehouse {self.describe()}: {redact(str(exc))}") from exc
@@ -289,5 +294,6 @@ def load_extensions() -> None:
     _LOADED = True
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """``text`` as a quoted SQL string literal, for statements that take no parameters (ATTACH)."""
     return "'" + text.replace("'", "''") + "'"

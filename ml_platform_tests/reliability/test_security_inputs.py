@@ -14,8 +14,11 @@ from pathlib import Path
 from unittest import mock
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ml_platform
 from ml_platform.automation.landing_scan import load_cursor
@@ -33,9 +36,12 @@ from ml_platform_tests.reliability.support import platform, scalar
 # --- SQL ---------------------------------------------------------------------------------------------
 
 SQL_CALLS = {"execute", "query", "sql", "executemany"}
-# A formatted SQL string may interpolate only validated identifiers (``ident``), names assigned
+# A formatted SQL string may interpolate only quoted identifiers and literals (``QUOTING``), names assigned
 # from them, and the declared schema's DDL.
 SAFE_NAMES = {"target", "cols", "sql"}
+# Quoting functions: a validated identifier (``ident``), or a string literal for the statements
+# that take no parameters (``literal``, ATTACH).
+QUOTING = {"ident", "literal"}
 # SQLAlchemy Core statements bind every value they carry.
 STATEMENT_BUILDERS = {"insert", "update", "delete", "select"}
 
@@ -73,13 +79,24 @@ def _formatted_sql_problems() -> list[str]:
                     continue
                 value = part.value
                 ok = (
-                    (isinstance(value, ast.Call) and getattr(value.func, "id", None) == "ident")
+                    (isinstance(value, ast.Call) and getattr(value.func, "id", None) in QUOTING)
                     or (isinstance(value, ast.Name) and value.id in SAFE_NAMES)
                     or (isinstance(value, ast.Call) and getattr(value.func, "attr", None) == "ddl_columns")
                 )
                 if not ok:
                     problems.append(f"{where}: formats {ast.unparse(value)} into SQL")
     return problems
+
+
+@given(st.text())
+def test_a_quoted_literal_is_read_back_as_exactly_its_text(text):
+    """``literal`` is what lets a statement without parameters (ATTACH) carry a path or a
+    connection string: whatever the text, DuckDB reads it back unchanged, never as SQL."""
+    from ml_platform.resources.warehouse_engines import literal
+
+    text = text.replace("\x00", "")  # DuckDB strings hold no NUL
+    with duckdb.connect() as conn:
+        assert conn.execute(f"select {literal(text)}").fetchall() == [(text,)]
 
 
 def test_every_sql_statement_binds_or_validates_what_it_includes(tmp_path, record):
