@@ -75,36 +75,49 @@ def local_instance(home: Path, plain: bool = False):
     return instance_for_test(temp_dir=str(home), overrides={"storage": storage})
 
 
+# The PostgreSQL server tests create their throwaway databases on (PGHOST, PGPORT, PGUSER).
+PG_SERVER = {
+    k: os.environ.get(f"PG{k.upper()}", d)
+    for k, d in (("host", "127.0.0.1"), ("port", "5432"), ("user", "postgres"))
+}
+
+
 @contextmanager
-def production_instance(home: Path, plain: bool = False) -> Iterator[DagsterInstance]:
-    """An instance on the production storage (deploy/dagster.yaml; ``plain``: Dagster's own
-    ``storage: postgres``) in a new PostgreSQL database on 127.0.0.1:5432 (or PGHOST/PGPORT),
-    dropped afterwards; skips where no PostgreSQL answers."""
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """The name of a new PostgreSQL database on ``PG_SERVER``, dropped afterwards; skips where no
+    PostgreSQL answers."""
     import uuid
 
     import psycopg2
 
-    server = f"postgresql://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}"
-    server += f":{os.environ.get('PGPORT', '5432')}"
     try:
-        admin = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG_SERVER)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at {server} ({' '.join(str(exc).split())})")
+        pytest.skip(f"no PostgreSQL answers at {PG_SERVER} ({' '.join(str(exc).split())})")
     admin.autocommit = True
-    name = f"mlp_test_{uuid.uuid4().hex[:10]}"
-    storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
-    storage["custom"]["config"] = {"postgres_url": f"{server}/{name}"}
-    if plain:
-        storage = {"postgres": storage["custom"]["config"]}
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        with instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
-            yield instance
+        yield name
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def production_instance(home: Path, plain: bool = False) -> Iterator[DagsterInstance]:
+    """An instance on the production storage (deploy/dagster.yaml; ``plain``: Dagster's own
+    ``storage: postgres``) in a new PostgreSQL database (``throwaway_database``)."""
+    server = f"postgresql://{PG_SERVER['user']}@{PG_SERVER['host']}:{PG_SERVER['port']}"
+    with throwaway_database("mlp_test") as name:
+        storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
+        storage["custom"]["config"] = {"postgres_url": f"{server}/{name}"}
+        if plain:
+            storage = {"postgres": storage["custom"]["config"]}
+        with instance_for_test(temp_dir=str(home), overrides={"storage": storage}) as instance:
+            yield instance
 
 
 @pytest.fixture
