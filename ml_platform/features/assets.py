@@ -27,11 +27,13 @@ from ml_platform.keys import FLIGHT_FEATURES
 from ml_platform.partitions import window_dates
 from ml_platform.refusals import refused
 from ml_platform.resources.dbt import DbtCli
-from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, table_exists
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, WriteScope, table_exists
 from ml_platform.versions import FORCE_TAG, combine, module_version
 
 GROUP = "features"
 KEEP_RUN_TARGETS = 20
+# How long a build waits for another window's build to leave the staging relation (a lake's).
+STAGING_LOCK_SECONDS = 1800.0
 PARTITION_COLUMNS = {"flight_features": "flight_date"}
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -45,11 +47,13 @@ manifest = json.loads(dbt_project.manifest_path.read_text())
 
 class FeatureTranslator(DagsterDbtTranslator):
     """Keys by warehouse schema (``features/flight_features``); sources keep dbt's default
-    ``raw/<table>``, which is where the ingestion assets write."""
+    ``raw/<table>``, which is where the ingestion assets write. ``database``: the warehouse's
+    database name in table names (``Engine.database``; None: the prepared manifest's)."""
 
-    def __init__(self, manifest: Mapping[str, Any]):
+    def __init__(self, manifest: Mapping[str, Any], database: str | None = None):
         super().__init__()
         self._nodes = manifest["nodes"]
+        self._database = database
 
     def get_code_version(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         """The model's SQL and the SQL of the ephemeral models compiled into it: editing a
@@ -82,7 +86,8 @@ class FeatureTranslator(DagsterDbtTranslator):
         published = publish_schema_of(props)
         if props["resource_type"] != "model" or not published:
             return spec
-        table = ".".join(p for p in (props.get("database"), published, props["alias"]) if p)
+        database = self._database or props.get("database")
+        table = ".".join(p for p in (database, published, props["alias"]) if p)
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": table})
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
@@ -100,13 +105,14 @@ def dbt_window(context: AssetExecutionContext) -> dict[str, str]:
     return {"min_date": start.isoformat(), "max_date": end.isoformat()}
 
 
-def build_dbt_features(partitions: PartitionsDefinition) -> AssetsDefinition:
-    """The dbt models as one multi-asset on the code location's partitions."""
+def build_dbt_features(partitions: PartitionsDefinition, database: str | None = None) -> AssetsDefinition:
+    """The dbt models as one multi-asset on the code location's partitions, their tables named in
+    ``database`` (the warehouse's: ``Engine.database``)."""
 
     @dbt_assets(
         manifest=manifest,
         project=dbt_project,
-        dagster_dbt_translator=FeatureTranslator(manifest),
+        dagster_dbt_translator=FeatureTranslator(manifest, database),
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
@@ -139,6 +145,18 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
             yield MaterializeResult(asset_key=key, metadata={"unchanged": True})
         return
     prune_run_targets(dbt_project.project_dir / "target")
+    # The staged relation and the stored test failures are one per warehouse, not per window: on a
+    # lake, where builds of other windows run at once, a build holds them from dbt's first write
+    # to the publish (on the file, the warehouse pool already runs one build at a time).
+    with warehouse.engine.locked(WriteScope(PUBLICATION.staged), timeout=STAGING_LOCK_SECONDS):
+        held = yield from build_and_publish(context, dbt, warehouse)
+    yield from held
+
+
+def build_and_publish(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
+    """dbt's events as they come, except the feature table's Output and check results, which are
+    returned once the window is published (or the step fails)."""
+    partitions = context.partition_keys
     # dbt writes the window into its staging relation and audits it there. The feature table's
     # Output and its check results are held until the build ends: the window is published (and
     # each day given its row count) only when every blocking test passed; otherwise the check
@@ -146,7 +164,7 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
     # to the materialization that exists when the result arrives, so the Output goes first.
     held: list = []  # the feature table's Output, then its check results
     try:
-        for event in dbt.build(context, warehouse.path, dbt_window(context)):
+        for event in dbt.build(context, warehouse.engine, dbt_window(context)):
             if isinstance(event, Output):
                 event = event.with_metadata({**event.metadata, "unchanged": False})
                 if context.asset_key_for_output(event.output_name) == FLIGHT_FEATURES:
@@ -170,7 +188,7 @@ def build_window(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehou
                 asset_key=FLIGHT_FEATURES,
                 partition_key=day,
             )
-    yield from held
+    return held
 
 
 def _blocks(event) -> bool:

@@ -11,9 +11,9 @@ from typing import Any
 from dagster import AssetExecutionContext
 from dagster_dbt import DbtCliResource
 
-from ml_platform.resources.warehouse import WAREHOUSE_ENV_VAR
+from ml_platform.resources.warehouse_engines import Engine
 from ml_platform.runtime import dbt_in_process
-from ml_platform.runtime.dbt_in_process import environment, parse_state_path
+from ml_platform.runtime.dbt_in_process import engine_of, environment, parse_state_path
 from ml_platform.runtime.guard import DBT_IN_PROCESS
 
 __all__ = ["DbtCli", "environment", "parse_state_path"]
@@ -33,17 +33,18 @@ class DbtCli(DbtCliResource):
         return []
 
     def build(
-        self, context: AssetExecutionContext, warehouse_path: str, variables: Mapping[str, str]
+        self, context: AssetExecutionContext, warehouse: Engine | str, variables: Mapping[str, str]
     ) -> Iterator:
-        """``dbt build`` of the selected models and their tests, as Dagster events."""
+        """``dbt build`` of the selected models and their tests into ``warehouse`` (an engine, or
+        a file's path), as Dagster events; the profile picks its target from the same settings."""
         if DBT_IN_PROCESS.on():
-            yield from dbt_in_process.build(self, context, warehouse_path, variables, self.event_callbacks())
+            yield from dbt_in_process.build(self, context, warehouse, variables, self.event_callbacks())
             return
-        with environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+        with environment(engine_of(warehouse).environment()):
             invocation = self.cli(["build", "--vars", json.dumps(dict(variables))], context=context)
         yield from invocation.stream()
 
-    def preparse(self, warehouse_path: str) -> None:
+    def preparse(self, warehouse: Engine | str) -> None:
         """Parse the project ahead of the builds of this process's forks (in-process builds only)."""
         if DBT_IN_PROCESS.on():
-            dbt_in_process.preparse(self, warehouse_path)
+            dbt_in_process.preparse(self, warehouse)

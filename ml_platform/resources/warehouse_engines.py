@@ -34,6 +34,8 @@ LOCK_RETRY_SECONDS = 120.0
 # A conflicting commit is rerun this many times in all, with a growing, jittered pause.
 COMMIT_ATTEMPTS = 8
 T = TypeVar("T")
+# Extensions come from their wheels (``load_extensions``), never downloaded at first use.
+OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 class WarehouseError(RuntimeError):
@@ -100,6 +102,7 @@ class DuckDbFile:
 
     def __init__(self, path: str | Path):
         self.url = str(path)
+        self.database = Path(path).stem  # DuckDB's name for the file's database
 
     def describe(self) -> str:
         return self.url
@@ -107,8 +110,15 @@ class DuckDbFile:
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         return connect_file(self.url, read_only=read_only)
 
+    def environment(self) -> dict[str, str | None]:
+        """The settings that name this file, for a process (dbt) that reads them."""
+        return {WAREHOUSE_ENV_VAR: self.key(), LAKE_DATA_ENV_VAR: None}
+
+    def key(self) -> str:
+        return str(Path(self.url).resolve())
+
     @contextmanager
-    def locked(self, scope: WriteScope) -> Iterator[None]:
+    def locked(self, scope: WriteScope, timeout: float | None = None) -> Iterator[None]:
         yield  # the file lock already admits one writer
 
     def attempts(self) -> int:
@@ -119,6 +129,7 @@ class DuckLake:
     """A DuckLake with a PostgreSQL catalog; ``catalog`` is the libpq connection string."""
 
     name = "ducklake"
+    database = "lake"  # attached as
 
     def __init__(self, catalog: str, data_path: str, lock_timeout: float = LOCK_RETRY_SECONDS):
         self.catalog = catalog
@@ -130,36 +141,45 @@ class DuckLake:
         return f"{redact(self.url)} (data {self.data_path})"
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        conn = duckdb.connect(config=OFFLINE)
+        try:
+            self.attach(conn, read_only=read_only)
+        except WarehouseError:
+            conn.close()
+            raise
+        return conn
+
+    def attach(self, conn: duckdb.DuckDBPyConnection, *, read_only: bool = False) -> None:
+        """Attach the lake to ``conn`` (opened with ``OFFLINE``) as ``lake`` and make it the default
+        database: every connection of the platform, and dbt's (``dbt_lake.py``), goes through here."""
         load_extensions()
-        conn = duckdb.connect(
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-        )
         try:
             conn.execute("load ducklake; load postgres")
             # ATTACH takes no parameters: the catalog and the data path are quoted literals.
+            options = f"data_path {literal(self.data_path)}, data_inlining_row_limit 0"
             catalog = LAKE_PREFIX + self.catalog
-            if read_only:
-                conn.execute(
-                    f"attach {literal(catalog)} as lake "
-                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0, read_only)"
-                )
-            else:
-                conn.execute(
-                    f"attach {literal(catalog)} as lake "
-                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0)"
-                )
+            conn.execute(f"attach {literal(catalog)} as lake ({options}{', read_only' if read_only else ''})")
             conn.execute("use lake")
         except duckdb.Error as exc:
-            conn.close()
             raise WarehouseError(f"cannot open warehouse {self.describe()}: {redact(str(exc))}") from exc
-        return conn
+
+    def environment(self) -> dict[str, str | None]:
+        """The settings that name this lake, for a process (dbt) that reads them."""
+        return {WAREHOUSE_ENV_VAR: self.url, LAKE_DATA_ENV_VAR: self.data_path}
+
+    def key(self) -> str:
+        """Tells this lake from another, without its password (parse state file names)."""
+        return f"{redact(self.url)} {self.data_path}"
 
     @contextmanager
-    def locked(self, scope: WriteScope) -> Iterator[None]:
+    def locked(self, scope: WriteScope, timeout: float | None = None) -> Iterator[None]:
         """Hold the advisory lock of each (table, day) of ``scope`` (the table's whole-table key
         when it has no days) until the block ends; a killed holder's session frees them. A lock
-        still held by another writer after ``lock_timeout`` seconds is a ``WarehouseError``."""
+        still held by another writer after ``timeout`` (default ``lock_timeout``) seconds is a
+        ``WarehouseError``."""
         import psycopg2
+
+        timeout = self.lock_timeout if timeout is None else timeout
 
         try:
             session = psycopg2.connect(self.catalog, connect_timeout=10)
@@ -169,9 +189,7 @@ class DuckLake:
             ) from exc
         try:
             with session.cursor() as cur:
-                cur.execute(
-                    "select set_config('lock_timeout', %s, true)", [f"{int(self.lock_timeout * 1000)}ms"]
-                )
+                cur.execute("select set_config('lock_timeout', %s, true)", [f"{int(timeout * 1000)}ms"])
                 # Sorted, so writers of overlapping ranges take them in one order (no deadlock).
                 for day in sorted(set(scope.days)) or [None]:
                     try:
@@ -182,7 +200,7 @@ class DuckLake:
                     except psycopg2.errors.LockNotAvailable as exc:
                         raise WarehouseError(
                             f"{scope.table}{f' {day}' if day else ''}: another writer held its lock for "
-                            f"{self.lock_timeout:g} s; nothing was written"
+                            f"{timeout:g} s; nothing was written"
                         ) from exc
             yield
         finally:

@@ -33,7 +33,7 @@ from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_contex
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from ml_platform.resources.warehouse import WAREHOUSE_ENV_VAR
+from ml_platform.resources.warehouse_engines import DuckDbFile, DuckLake, Engine, engine_for
 
 PARTIAL_PARSE = "partial_parse.msgpack"
 PARSE_STATE_DIR = "parse_state"
@@ -51,7 +51,7 @@ _PREPARSED: dict[tuple, Any] = {}
 def build(
     resource: DbtCliResource,
     context: AssetExecutionContext,
-    warehouse_path: str,
+    warehouse: Engine | str,
     variables: Mapping[str, str],
     callbacks: list[Callable[[Any], None]],
 ) -> Iterator:
@@ -59,6 +59,7 @@ def build(
 
     The warehouse is released when the build ends: dbt-duckdb keeps its connection open for
     the life of the process otherwise, and no other process could write the file."""
+    warehouse = engine_of(warehouse)
     params = get_updated_cli_invocation_params_for_context(
         context=context, manifest={}, dagster_dbt_translator=None
     )
@@ -67,12 +68,12 @@ def build(
     common = common_args(resource, project_dir, target)
     indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
     events = Events(callbacks)
-    with invoking(warehouse_path):
+    with invoking(warehouse):
         try:
             # A manifest serves one build: dbt marks the ephemeral models it inlines as
             # injected, and a second build from it would not inline them.
-            manifest = _PREPARSED.pop(_key(resource, project_dir, warehouse_path), None) or parse(
-                project_dir, warehouse_path, target, common
+            manifest = _PREPARSED.pop(_key(resource, project_dir, warehouse), None) or parse(
+                project_dir, warehouse, target, common
             )
             args = ["build", *params.selection_args, *indirect, "--vars", json.dumps(dict(variables))]
             events.start(manifest, [*resource.global_config_flags, *args, *common])
@@ -94,28 +95,32 @@ def build(
                 release_warehouse()
 
 
-def preparse(resource: DbtCliResource, warehouse_path: str) -> None:
+def preparse(resource: DbtCliResource, warehouse: Engine | str) -> None:
     """Parse the project for this warehouse now, in a process that run workers are forked
     from: their builds then start from this manifest instead of parsing inside the
     warehouse slot (1.2 to 2 s a run). The manifest is the project as it is now; a code
     server (and the process run workers fork from) is restarted when its code is reloaded."""
+    warehouse = engine_of(warehouse)
     project_dir = Path(resource.project_dir)
     target = Path(tempfile.mkdtemp(prefix="dbt-preparse-"))
     common = common_args(resource, project_dir, target)
     try:
-        with invoking(warehouse_path):
-            _PREPARSED[_key(resource, project_dir, warehouse_path)] = parse(
-                project_dir, warehouse_path, target, common
-            )
+        with invoking(warehouse):
+            _PREPARSED[_key(resource, project_dir, warehouse)] = parse(project_dir, warehouse, target, common)
     finally:
         release_warehouse()
         shutil.rmtree(target, ignore_errors=True)
 
 
-def _key(resource: DbtCliResource, project_dir: Path, warehouse_path: str) -> tuple:
+def engine_of(warehouse: Engine | str) -> Engine:
+    """The warehouse dbt builds into: an engine, or a file's path."""
+    return warehouse if isinstance(warehouse, (DuckDbFile, DuckLake)) else engine_for(str(warehouse))
+
+
+def _key(resource: DbtCliResource, project_dir: Path, warehouse: Engine) -> tuple:
     return (
         str(project_dir.resolve()),
-        str(Path(warehouse_path).resolve()),
+        warehouse.key(),
         resource.profiles_dir,
         resource.profile,
         resource.target,
@@ -134,21 +139,21 @@ def common_args(resource: DbtCliResource, project_dir: Path, target: Path) -> li
 
 
 @contextmanager
-def invoking(warehouse_path: str) -> Iterator[None]:
+def invoking(warehouse: Engine) -> Iterator[None]:
     """This process's one dbt invocation at a time, with the warehouse dbt's profile reads."""
-    with _INVOKE, environment({WAREHOUSE_ENV_VAR: str(Path(warehouse_path).resolve())}):
+    with _INVOKE, environment(warehouse.environment()):
         yield
 
 
-def parse(project_dir: Path, warehouse_path: str, target: Path, common: list[str]):
+def parse(project_dir: Path, warehouse: Engine, target: Path, common: list[str]):
     """The project's manifest for this warehouse. dbt keys its partial parsing on the connection
-    (the warehouse path) and re-parses the whole project when that differs from the state it is
-    given (3 s here), so the state is kept per warehouse, starting from the one prepared with the
-    manifest (``make manifest``, the image) for the default path; dbt still checks it (files,
-    versions, profile)."""
+    (the warehouse path, or the lake target) and re-parses the whole project when that differs
+    from the state it is given (3 s here), so the state is kept per warehouse, starting from the
+    one prepared with the manifest (``make manifest``, the image) for the default path; dbt still
+    checks it (files, versions, profile)."""
     from dbt.cli.main import dbtRunner
 
-    state = parse_state_path(project_dir, warehouse_path)
+    state = parse_state_path(project_dir, warehouse)
     prepared = project_dir / "target" / PARTIAL_PARSE
     target.mkdir(parents=True, exist_ok=True)
     for start in (state, prepared):
@@ -247,8 +252,10 @@ def release_warehouse() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
-def parse_state_path(project_dir: Path, warehouse_path: str) -> Path:
-    key = hashlib.sha256(str(Path(warehouse_path).resolve()).encode()).hexdigest()[:16]
+def parse_state_path(project_dir: Path, warehouse: Engine | str) -> Path:
+    """The parse state kept for builds into ``warehouse`` (a file's path, or a lake: its catalog
+    without password and its data path)."""
+    key = hashlib.sha256(engine_of(warehouse).key().encode()).hexdigest()[:16]
     return project_dir / "target" / PARSE_STATE_DIR / f"{key}.msgpack"
 
 

@@ -12,6 +12,6 @@ try:
     from ml_platform.resources import build_resources
 
     _resources = build_resources(load_settings())
-    _resources["dbt"].preparse(_resources["warehouse"].path)
+    _resources["dbt"].preparse(_resources["warehouse"].engine)
 except Exception:  # noqa: BLE001 - see the module docstring
     logging.getLogger(__name__).warning("dbt project not parsed ahead of runs", exc_info=True)

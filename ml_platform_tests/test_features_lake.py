@@ -1,0 +1,106 @@
+"""The dbt features on a DuckLake: a real lake over a throwaway PostgreSQL catalog, a real dbt
+build through the profile's lake target, the same rows as on the DuckDB file.
+
+One module-scoped lake: the reference tables, 2013-01-01, 2013-01-02, and 2013-01-01 again.
+"""
+
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from pandas.testing import assert_frame_equal
+
+from ml_platform.config import load_settings
+from ml_platform.definitions import build_definitions
+from ml_platform.features import assets as feature_assets
+from ml_platform.ingestion.assets import raw_reference_assets
+from ml_platform.keys import FLIGHT_FEATURES
+from ml_platform.resources import build_resources
+from ml_platform.resources.warehouse import WriteScope
+from ml_platform.versions import FORCE_TAG
+from ml_platform_tests.conftest import local_environment, local_instance, local_platform
+from ml_platform_tests.features_support import (
+    DAILY,
+    FLIGHTS_PER_DAY,
+    Platform,
+    assert_checks,
+    by_partition,
+    duplicate_rows,
+)
+from ml_platform_tests.lake_support import failure_message, lake_catalog
+
+D1, D2 = date(2013, 1, 1), date(2013, 1, 2)
+FEATURE_ROWS = "select * from features.flight_features where flight_date = ? order by flight_id"
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("lake-platform")
+    with lake_catalog(root) as where, pytest.MonkeyPatch.context() as mp:
+        local_environment(mp, root / "data")
+        mp.setenv("ML_PLATFORM_WAREHOUSE", where.database)
+        mp.setenv("ML_PLATFORM_LAKE_DATA_PATH", where.data_path)
+        settings = load_settings()
+        (root / "dagster_home").mkdir()
+        with local_instance(root / "dagster_home") as instance:
+            platform = Platform(settings, build_resources(settings), instance)
+            assert_checks(platform.materialize(raw_reference_assets), raw_reference_assets)
+            yield platform
+
+
+@pytest.fixture(scope="module")
+def lake_runs(lake):
+    """2013-01-01, 2013-01-02, then 2013-01-01 again (forced: its inputs are unchanged), with the
+    first day's features as they were before the rerun."""
+    first = lake.materialize(DAILY, partition_key=D1.isoformat(), raise_on_error=False)
+    second = lake.materialize(DAILY, partition_key=D2.isoformat(), raise_on_error=False)
+    before = lake.query(FEATURE_ROWS, [D1])
+    again = lake.materialize(
+        DAILY, partition_key=D1.isoformat(), raise_on_error=False, tags={FORCE_TAG: "true"}
+    )
+    return first, second, again, before
+
+
+@pytest.fixture(scope="module")
+def file_day(tmp_path_factory) -> Platform:
+    """2013-01-01 built into the DuckDB file, to compare with."""
+    with local_platform(tmp_path_factory.mktemp("file-platform")) as parts:
+        platform = Platform(*parts)
+        platform.materialize(raw_reference_assets)
+        assert platform.materialize(DAILY, partition_key=D1.isoformat()).success
+        yield platform
+
+
+def test_days_built_on_the_lake_hold_the_rows_the_file_holds(lake, lake_runs, file_day):
+    first, second, again, before = lake_runs
+    for result in (first, second, again):
+        assert result.success
+        assert_checks(result, DAILY)
+    assert set(by_partition(second, FLIGHT_FEATURES)) == {D2.isoformat()}
+    expected = {d: FLIGHTS_PER_DAY[d] for d in (D1, D2)}
+    assert lake.counts_per_day("features.flight_features", "flight_date") == expected
+    assert lake.counts_per_day("raw.flights", "flight_date") == expected
+    # The rerun replaced its day: no duplicates, the same rows, the other day untouched.
+    assert duplicate_rows(lake) == (0, 0)
+    assert_frame_equal(lake.query(FEATURE_ROWS, [D1]), before)
+    assert_frame_equal(lake.query(FEATURE_ROWS, [D1]), file_day.query(FEATURE_ROWS, [D1]))
+    meta = by_partition(again, FLIGHT_FEATURES)[D1.isoformat()]
+    assert meta["dagster/partition_row_count"] == FLIGHTS_PER_DAY[D1]
+
+
+def test_the_feature_table_is_named_in_the_lake(lake):
+    spec = build_definitions(lake.settings).resolve_assets_def(FLIGHT_FEATURES).specs_by_key[FLIGHT_FEATURES]
+    assert spec.metadata["dagster/table_name"] == "lake.features.flight_features"
+
+
+def test_a_build_waits_for_the_staged_window_another_build_holds(lake, lake_runs, monkeypatch):
+    """The staging relation is one for every window: a build that cannot have it publishes
+    nothing (here it gives up at once, so the test need not race another build)."""
+    monkeypatch.setattr(feature_assets, "STAGING_LOCK_SECONDS", 1.0)
+    staged = feature_assets.PUBLICATION.staged
+    day = date(2013, 1, 3)
+    with lake.resources["warehouse"].engine.locked(WriteScope(staged)):
+        result = lake.materialize(DAILY, partition_key=day.isoformat(), raise_on_error=False)
+    assert not result.success
+    assert f"{staged}: another writer held its lock for 1 s" in failure_message(result)
+    assert lake.scalar("select count(*) from features.flight_features where flight_date = ?", [day]) == 0
