@@ -52,9 +52,11 @@ def _lineage(args) -> int:
 
     from ml_platform.lineage import LineageError, render, trace_prediction
     from ml_platform.resources import build_resources
+    from ml_platform.resources.warehouse import WarehouseError
 
     settings = load_settings()
-    if not settings.warehouse_path.exists():
+    # A lake is opened to find out; a missing file is not created by opening it read-only.
+    if not settings.warehouse_is_lake and not settings.warehouse_path.exists():
         print(
             f"ml-platform lineage: no warehouse at {settings.warehouse_path}: materialize the day's "
             "predictions first (or set ML_PLATFORM_WAREHOUSE / ML_PLATFORM_DATA_DIR)",
@@ -64,10 +66,8 @@ def _lineage(args) -> int:
     resources = build_resources(settings)
     with DagsterInstance.get() as instance:
         try:
-            trace = trace_prediction(
-                args.flight_id, str(settings.warehouse_path), resources["mlflow"], instance
-            )
-        except LineageError as exc:
+            trace = trace_prediction(args.flight_id, resources["warehouse"], resources["mlflow"], instance)
+        except (LineageError, WarehouseError) as exc:
             print(f"ml-platform lineage: {exc}", file=sys.stderr)
             return 2
     print(json.dumps(trace, indent=2, default=str) if args.json else render(trace))

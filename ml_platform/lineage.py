@@ -1,16 +1,16 @@
 """What exactly produced a prediction: the model version, its training window, and the raw files.
 
-Reads only: the warehouse (read-only), the MLflow registry, and the Dagster instance's
-materialization metadata (which records each raw day's files and content hash).
+Reads only: the warehouse (read-only, the DuckDB file or the lake), the MLflow registry, and the
+Dagster instance's materialization metadata (which records each raw day's files and content hash).
 """
 
 from datetime import date, timedelta
 
-import duckdb
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from ml_platform.keys import RAW_DAILY
+from ml_platform.keys import PREDICTIONS, RAW_DAILY
 from ml_platform.resources.mlflow import MlflowTracking
+from ml_platform.resources.warehouse import Warehouse, table_exists
 
 RAW_TABLES = {key.path[-1]: key for key in RAW_DAILY}
 
@@ -42,16 +42,19 @@ def _days(window: str) -> list[str]:
 
 
 def trace_prediction(
-    flight_id: str, warehouse_path: str, mlflow: MlflowTracking, instance: DagsterInstance
+    flight_id: str, warehouse: Warehouse, mlflow: MlflowTracking, instance: DagsterInstance
 ) -> dict:
-    with duckdb.connect(warehouse_path, read_only=True) as conn:
+    where = warehouse.engine.describe()
+    with warehouse.connection(read_only=True) as conn:
+        if not table_exists(conn, *PREDICTIONS.path):
+            raise LineageError(f"no predictions in {where}: materialize the day's predictions first")
         rows = conn.execute(
             "select flight_id, strftime(flight_date, '%Y-%m-%d'), late_probability, predicted_late, "
             "model_name, model_version from serving.predictions where flight_id = ?",
             [flight_id],
         ).fetchall()
     if not rows:
-        raise LineageError(f"no prediction for flight {flight_id!r} in {warehouse_path}")
+        raise LineageError(f"no prediction for flight {flight_id!r} in {where}")
     _, day, probability, late, model_name, version = rows[0]
     if model_name != mlflow.registered_model_name:
         raise LineageError(f"prediction came from model {model_name!r}, not the configured registry's")

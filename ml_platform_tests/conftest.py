@@ -129,6 +129,34 @@ def instance(tmp_path: Path):
         yield inst
 
 
+@pytest.fixture(params=["duckdb", "ducklake"])
+def where(request, tmp_path: Path):
+    """An empty warehouse on each engine: a DuckDB file, and a DuckLake over a throwaway
+    PostgreSQL catalog (``lake_support.Where``)."""
+    from ml_platform_tests.lake_support import Where, lake_catalog
+
+    if request.param == "duckdb":
+        yield Where(str(tmp_path / "warehouse.duckdb"))
+    else:
+        with lake_catalog(tmp_path) as lake:
+            yield lake
+
+
+@pytest.fixture
+def seeded(where):
+    """The warehouse with an empty ``scratch.readings`` whose day column is a DATE; constraints:
+    NOT NULL, and on the file a CHECK as well (a DuckLake enforces NOT NULL only)."""
+    from ml_platform_tests.lake_support import TABLE
+
+    check = "" if where.data_path else " CHECK (value >= 0)"
+    with where.warehouse().connection() as conn:
+        conn.execute("create schema scratch")
+        conn.execute(
+            f"create table {TABLE} (reading_date DATE NOT NULL, value BIGINT NOT NULL{check}, label VARCHAR)"
+        )
+    return where
+
+
 def warehouse_count(settings: Settings, sql: str, params=None) -> int:
     import duckdb
 

@@ -1,14 +1,12 @@
 """The warehouse IO manager and the feature publish on both engines (the DuckDB file and a
-DuckLake over a throwaway PostgreSQL catalog), with the same assertions; the lake settings; and
-what is rerun on a lake (test_lake_writers.py: several writer processes at once)."""
+DuckLake over a throwaway PostgreSQL catalog: conftest's ``where`` and ``seeded``), with the same
+assertions; the lake settings; and what is rerun on a lake (test_lake_writers.py: several writer
+processes at once; test_warehouse.py: failed writes on both engines)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pandas as pd
 import pytest
-from pandas.testing import assert_frame_equal
 
 from ml_platform.config import SettingsError, load_settings
 from ml_platform.resources.warehouse import WarehouseError, WriteScope
@@ -18,37 +16,11 @@ from ml_platform_tests.lake_support import (
     D2,
     D3,
     TABLE,
-    Where,
     by_day,
-    failure_message,
     lake_catalog,
     readings,
-    stored,
     write,
 )
-
-
-@pytest.fixture(params=["duckdb", "ducklake"])
-def where(request, tmp_path) -> Iterator[Where]:
-    """An empty warehouse on each engine."""
-    if request.param == "duckdb":
-        yield Where(str(tmp_path / "warehouse.duckdb"))
-    else:
-        with lake_catalog(tmp_path) as lake:
-            yield lake
-
-
-@pytest.fixture
-def seeded(where) -> Where:
-    """The warehouse with an empty scratch table whose day column is a DATE (constraints: NOT
-    NULL only, the one a DuckLake enforces)."""
-    with where.warehouse().connection() as conn:
-        conn.execute("create schema scratch")
-        conn.execute(
-            f"create table {TABLE} (reading_date DATE NOT NULL, value BIGINT NOT NULL, label VARCHAR)"
-        )
-    return where
-
 
 # --- the same behaviour on both engines ----------------------------------------------------------
 
@@ -70,24 +42,6 @@ def test_partitions_are_replaced_exactly_on_either_engine(seeded, instance):
 
     assert write(seeded, instance, readings(D2, []), partition="2013-01-02").success
     assert by_day(seeded) == {D1: [7], D3: [30, 31]}
-
-
-@pytest.mark.parametrize(
-    ("broken", "message"),
-    [
-        pytest.param(readings(D1, [9]).assign(surprise=1), "surprise", id="unknown-column"),
-        pytest.param(readings(D1, [9, None]), "NOT NULL", id="constraint-violated-mid-insert"),
-        pytest.param(readings(D2, [9]), "outside the partition window", id="rows-of-another-day"),
-    ],
-)
-def test_a_failed_write_leaves_the_partition_as_it_was_on_either_engine(seeded, instance, broken, message):
-    assert write(seeded, instance, readings(D1, [1, 2, 3]), partition="2013-01-01").success
-    assert write(seeded, instance, readings(D2, [10]), partition="2013-01-02").success
-    before = stored(seeded)
-    result = write(seeded, instance, broken, partition="2013-01-01")
-    assert not result.success
-    assert message in failure_message(result)
-    assert_frame_equal(stored(seeded), before)
 
 
 def test_a_new_table_gets_a_date_day_column_on_either_engine(where, instance):
