@@ -4,6 +4,7 @@ build through the profile's lake target, the same rows as on the DuckDB file.
 One module-scoped lake: the reference tables, 2013-01-01, 2013-01-02, and 2013-01-01 again.
 """
 
+import json
 from collections.abc import Iterator
 from datetime import date
 
@@ -104,3 +105,52 @@ def test_a_build_waits_for_the_staged_window_another_build_holds(lake, lake_runs
     assert not result.success
     assert f"{staged}: another writer held its lock for 1 s" in failure_message(result)
     assert lake.scalar("select count(*) from features.flight_features where flight_date = ?", [day]) == 0
+
+
+def test_a_prediction_on_the_lake_traces_back_to_its_model_and_raw_days(
+    lake, lake_runs, monkeypatch, tmp_path, capsys
+):
+    """Lineage reads the lake read-only: the prediction of a flight built there, the model version
+    it names (registered here, with the tags training gives it) and the raw days of the instance."""
+    from mlflow.tracking import MlflowClient
+
+    from ml_platform.cli import main as cli_main
+    from ml_platform.lineage import trace_prediction
+
+    settings, warehouse, mlflow = lake.settings, lake.resources["warehouse"], lake.resources["mlflow"]
+    client = mlflow.client()
+    assert isinstance(client, MlflowClient)
+    client.create_registered_model(settings.registered_model_name)
+    tags = {"lineage.train_window": f"{D1}..{D2}", "candidate": "logistic", "code_version": "c1"}
+    version = client.create_model_version(settings.registered_model_name, "file:///model", tags=tags).version
+    flight = lake.query(
+        "select min(flight_id) from features.flight_features where flight_date = ?", [D2]
+    ).iloc[0, 0]
+
+    def predict(conn):
+        conn.execute("create schema if not exists serving")
+        conn.execute(
+            "create table serving.predictions as select flight_id, flight_date, 0.75 as late_probability,"
+            " true as predicted_late, ? as model_name, ? as model_version"
+            " from features.flight_features where flight_id = ?",
+            [settings.registered_model_name, int(version), flight],
+        )
+
+    warehouse.write(WriteScope("serving.predictions"), predict)
+    trace = trace_prediction(flight, warehouse, mlflow, lake.instance)
+    assert (trace["flight_date"], trace["prediction"]["late_probability"]) == (D2.isoformat(), 0.75)
+    assert trace["model"]["version"] == str(version) and trace["model"]["candidate"] == "logistic"
+    assert trace["training"]["raw"]["flights"]["materialized_days"] == 2
+    assert trace["raw_for_flight_day"]["flights"]["materialized"]
+
+    # The command opens the lake itself: an unknown flight is named, the catalog's password never
+    # (the throwaway server trusts its clients, so any password connects).
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("ML_PLATFORM_WAREHOUSE", f"{settings.warehouse} password=s3cret")
+    capsys.readouterr()
+    assert cli_main(["lineage", flight, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["version"] == str(version)
+    assert cli_main(["lineage", "no-such-flight"]) == 2
+    refused = capsys.readouterr().err
+    assert "no prediction for flight 'no-such-flight' in ducklake:postgres:" in refused
+    assert "s3cret" not in refused
