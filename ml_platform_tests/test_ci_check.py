@@ -14,9 +14,10 @@ from ml_platform_tests.reliability.bad_deliveries import duplicate_keys
 GOOD, BAD = date(2013, 1, 2), date(2013, 1, 3)
 
 
-def check(day: date, landing, tmp_path) -> subprocess.CompletedProcess:
+def check(day: date, landing, tmp_path, warehouse: dict | None = None) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
+        **(warehouse or {}),
         "ML_PLATFORM_SOURCE": "landing",
         "ML_PLATFORM_LANDING_ROOT": str(landing),
         # Anything left in the environment must not reach the throwaway instance or stores.
@@ -45,3 +46,36 @@ def test_make_check_passes_a_good_day_and_names_the_failing_blocking_check(tmp_p
     assert bad_file.exists()
     # Nothing was written where the environment pointed: the check runs on its own stores.
     assert not (tmp_path / "not-used").exists()
+
+
+def test_make_check_on_a_lake_checks_a_throwaway_lake_and_leaves_the_configured_one_alone(tmp_path):
+    """With a lake configured, the check builds the day in a new catalog database on the same
+    server (dropped afterwards) and a data directory of its own; the configured lake stays empty."""
+    import psycopg2
+
+    from ml_platform_tests.conftest import PG_SERVER
+    from ml_platform_tests.lake_support import lake_catalog
+
+    landing = tmp_path / "landing"
+    land_days(GOOD, 1, landing, echo=lambda *_: None)
+
+    def databases() -> set[str]:
+        with psycopg2.connect(dbname="postgres", **PG_SERVER) as conn, conn.cursor() as cur:
+            cur.execute("select datname from pg_database where datname like 'ml_platform_check_%'")
+            return {row[0] for row in cur.fetchall()}
+
+    with lake_catalog(tmp_path) as configured:
+        before = databases()
+        lake = {
+            "ML_PLATFORM_WAREHOUSE": configured.database,
+            "ML_PLATFORM_LAKE_DATA_PATH": configured.data_path,
+        }
+        good = check(GOOD, landing, tmp_path, lake)
+        assert good.returncode == 0, good.stderr[-3000:]
+        assert f"ingestion, features of {GOOD}: every blocking check passed" in good.stdout
+        assert databases() == before
+        dbname = configured.database.split("dbname=")[1].split()[0]
+        with psycopg2.connect(dbname=dbname, **PG_SERVER) as conn, conn.cursor() as cur:
+            cur.execute("select count(*) from information_schema.tables where table_schema = 'public'")
+            assert cur.fetchone()[0] == 0
+        assert not (tmp_path / "lake").exists()
