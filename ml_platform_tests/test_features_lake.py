@@ -11,13 +11,15 @@ from datetime import date
 import pytest
 from pandas.testing import assert_frame_equal
 
-from ml_platform.config import load_settings
+from ml_platform.config import DBT_PROJECT_DIR, load_settings
 from ml_platform.definitions import build_definitions
 from ml_platform.features import assets as feature_assets
 from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.keys import FLIGHT_FEATURES
 from ml_platform.resources import build_resources
+from ml_platform.resources.dbt import parse_state_path
 from ml_platform.resources.warehouse import WriteScope
+from ml_platform.runtime.guard import DBT_IN_PROCESS
 from ml_platform.versions import FORCE_TAG
 from ml_platform_tests.conftest import local_environment, local_instance, local_platform
 from ml_platform_tests.features_support import (
@@ -87,6 +89,21 @@ def test_days_built_on_the_lake_hold_the_rows_the_file_holds(lake, lake_runs, fi
     assert_frame_equal(lake.query(FEATURE_ROWS, [D1]), file_day.query(FEATURE_ROWS, [D1]))
     meta = by_partition(again, FLIGHT_FEATURES)[D1.isoformat()]
     assert meta["dagster/partition_row_count"] == FLIGHTS_PER_DAY[D1]
+
+
+@pytest.mark.skipif(
+    not DBT_IN_PROCESS.on(), reason="the parse state is the in-process dbt build's (accelerators off)"
+)
+def test_builds_into_a_lake_keep_their_own_parse_state(lake, lake_runs):
+    """Keyed on the lake (its catalog without password, and data path): a later build into the
+    same lake re-parses nothing."""
+    *_, again, _ = lake_runs
+    state = parse_state_path(DBT_PROJECT_DIR, lake.resources["warehouse"].engine)
+    assert state.exists() and state != parse_state_path(DBT_PROJECT_DIR, lake.settings.data_dir / "w.duckdb")
+    (target,) = (DBT_PROJECT_DIR / "target").glob(f"dbt_features-{again.run_id[:7]}-*")
+    log = (target / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log
+    assert "Partial parsing enabled" in log
 
 
 def test_the_feature_table_is_named_in_the_lake(lake):
