@@ -91,8 +91,9 @@ def throwaway_warehouse(work: str) -> Iterator[None]:
         yield
         return
     import psycopg2
-    from psycopg2 import sql
     from psycopg2.extensions import make_dsn
+
+    from ml_platform.resources.warehouse import ident
 
     catalog = url[len(LAKE_PREFIX) :]
     name = f"ml_platform_check_{uuid.uuid4().hex[:10]}"
@@ -100,7 +101,7 @@ def throwaway_warehouse(work: str) -> Iterator[None]:
         admin = psycopg2.connect(catalog, connect_timeout=10)
         admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            cur.execute(f"create database {ident(name)}")
     except psycopg2.Error as exc:
         raise CheckSetupError(
             f"{WAREHOUSE_ENV_VAR}={redact(url)!r}: cannot create the check's throwaway catalog "
@@ -112,7 +113,7 @@ def throwaway_warehouse(work: str) -> Iterator[None]:
         yield
     finally:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            cur.execute(f"drop database if exists {ident(name)} with (force)")
         admin.close()
 
 

@@ -156,9 +156,17 @@ class DuckLake:
         try:
             conn.execute("load ducklake; load postgres")
             # ATTACH takes no parameters: the catalog and the data path are quoted literals.
-            options = f"data_path {literal(self.data_path)}, data_inlining_row_limit 0"
             catalog = LAKE_PREFIX + self.catalog
-            conn.execute(f"attach {literal(catalog)} as lake ({options}{', read_only' if read_only else ''})")
+            if read_only:
+                conn.execute(
+                    f"attach {literal(catalog)} as lake "
+                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0, read_only)"
+                )
+            else:
+                conn.execute(
+                    f"attach {literal(catalog)} as lake "
+                    f"(data_path {literal(self.data_path)}, data_inlining_row_limit 0)"
+                )
             conn.execute("use lake")
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open warehouse {self.describe()}: {redact(str(exc))}") from exc
