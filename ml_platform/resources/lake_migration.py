@@ -165,6 +165,8 @@ def check_target(url: str, data_path: str | None) -> DuckLake:
         )
     if not data_path:
         raise MigrationError("--data-path: a lake needs its data directory (absolute path)")
+    if "://" not in data_path:
+        data_path = str(Path(data_path).resolve())
     try:
         url, data_path = parse_location(url, data_path)
     except ValueError as exc:
