@@ -21,16 +21,10 @@ import pytest
 import yaml
 
 from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, local_instance, throwaway_database
-from ml_platform_tests.integration.compose_files import (
-    DAGSTER_SERVICES,
-    DEPLOY,
-    _mounts,
-    _option,
-    _under,
-    active_services,
-    interpolate,
-    read_env_file,
-)
+from ml_platform_tests.integration import compose_files as cf
+from ml_platform_tests.integration.compose_files import DAGSTER_SERVICES, DEPLOY, active_services
+
+_mounts, _option, _under = cf._mounts, cf._option, cf._under
 
 PROFILE = "distributed"
 BIN = Path(sys.executable).parent
@@ -44,14 +38,14 @@ def raw_compose() -> dict:
 @pytest.fixture(scope="module")
 def dotenv() -> dict[str, str]:
     """deploy/env.example with its distributed block enabled, as a user fills it in."""
-    env = read_env_file(DEPLOY / "env.example", uncomment=PROFILE)
+    env = cf.read_env_file(DEPLOY / "env.example", uncomment=PROFILE)
     assert env["RABBITMQ_PASSWORD"] == "", "the example holds no password"
     return {**env, "POSTGRES_PASSWORD": "pg-s3cret", "RABBITMQ_PASSWORD": "mq-s3cret"}
 
 
 @pytest.fixture(scope="module")
 def services(raw_compose, dotenv) -> dict[str, dict]:
-    return active_services(interpolate(raw_compose, dotenv), PROFILE)
+    return active_services(cf.interpolate(raw_compose, dotenv), PROFILE)
 
 
 def libpq(params: str) -> dict[str, str]:
@@ -61,9 +55,9 @@ def libpq(params: str) -> dict[str, str]:
 def test_the_profile_adds_the_broker_and_workers_and_one_machine_needs_nothing_new(
     raw_compose, dotenv, services
 ):
-    plain = read_env_file(DEPLOY / "env.example")
+    plain = cf.read_env_file(DEPLOY / "env.example")
     assert not {"RABBITMQ_PASSWORD", "ML_PLATFORM_EXECUTOR", "COMPOSE_PROFILES"} & set(plain)
-    one_machine = interpolate(raw_compose, {**plain, "POSTGRES_PASSWORD": "pg-s3cret"})
+    one_machine = cf.interpolate(raw_compose, {**plain, "POSTGRES_PASSWORD": "pg-s3cret"})
     assert set(active_services(one_machine)) == {"postgres", "mlflow", *DAGSTER_SERVICES}
     code = one_machine["services"]["code"]["environment"]
     assert code["ML_PLATFORM_EXECUTOR"] == code["ML_PLATFORM_WAREHOUSE"] == ""  # the defaults
