@@ -230,3 +230,22 @@ def test_the_worker_command_answers_on_the_real_broker(services, tmp_path):
         finally:
             os.killpg(started.pid, 15)
             started.wait(timeout=60)
+
+
+def test_helm_run_pods_share_one_lake_whose_password_is_a_secret():
+    from ml_platform.resources.warehouse_engines import parse_location
+
+    text = (DEPLOY / "helm" / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    url, data_path = parse_location(env["ML_PLATFORM_WAREHOUSE"], env["ML_PLATFORM_LAKE_DATA_PATH"])
+    assert "password" not in libpq(url.removeprefix("ducklake:postgres:"))
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in deployment["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in deployment["volumes"]}
+    assert claims[mounts[data_path.rstrip("/")]] == "ml-platform-lake"
+    assert "`ml-platform-lake`" in text and "PGPASSWORD" in text  # the install notes name both
+    # Run pods get the deployment's settings and the secret that holds PGPASSWORD.
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
+    secrets = values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
+    assert deployment["envSecrets"] == secrets
