@@ -237,7 +237,7 @@ def refuse_unsupported(tables: list[Table]) -> None:
     ]
     if bad:
         raise MigrationError(
-            "a DuckLake cannot store these column types: "
+            "these columns cannot be copied into a DuckLake: "
             + ", ".join(bad)
             + "; cast them in the file (e.g. ENUM to VARCHAR, fixed arrays to lists) and rerun"
         )
