@@ -183,6 +183,10 @@ def test_types_a_lake_cannot_store_are_refused_before_anything_is_written(tmp_pa
         conn.execute("create table odd.fine (n BIGINT)")
         conn.execute("create table odd.moods (feeling mood, trio INTEGER[3])")
         conn.execute("insert into odd.moods values ('late', [1, 2, 3])")
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    with pytest.raises(MigrationError, match="empty.duckdb: the file holds no tables"):
+        migrate(check_source(empty), lake)
     with pytest.raises(MigrationError) as refused:
         migrate(check_source(path), lake)
     assert "odd.moods.feeling (ENUM" in str(refused.value)
@@ -204,7 +208,7 @@ def test_bad_arguments_are_refused_by_name_and_no_password_is_shown(tmp_path, cl
     data = str(tmp_path / "lake")
     monkeypatch.delenv("ML_PLATFORM_LAKE_DATA_PATH", raising=False)
     valid = tmp_path / "valid.duckdb"
-    duckdb.connect(str(valid)).close()
+    duckdb.connect(str(valid)).close()  # a DuckDB file without tables
     cases = {
         ("--from", str(tmp_path / "missing.duckdb"), "--to", lake_url, "--data-path", data): "--from",
         ("--from", str(text), "--to", lake_url, "--data-path", data): "not a DuckDB database file",

@@ -15,6 +15,7 @@ agrees. Views are not copied: the platform's views are dbt's audit views, rebuil
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -115,11 +116,11 @@ class Report:
         """The results as a table: every table, and every day that does not match."""
         head = ("table", "day", "rows (file)", "rows (lake)", "digest (file)", "lake", "result")
         rows = [head]
+        days = Counter(c.table for c in self.checks if c.day is not None)
         for c in self.checks:
             if c.day is not None and c.ok:
                 continue
-            days = sum(1 for d in self.checks if d.table == c.table and d.day is not None)
-            day = c.day.isoformat() if c.day else (f"{days} days" if days else "-")
+            day = c.day.isoformat() if c.day else (f"{days[c.table]} days" if days[c.table] else "-")
             lake_digest = "same" if c.target_digest == c.source_digest else _short(c.target_digest)
             target_rows = "-" if c.target_rows is None else str(c.target_rows)
             result = "ok" if c.ok else "MISMATCH"
@@ -316,6 +317,8 @@ def migrate(
     conn = open_both(source, lake)
     try:
         tables = tables_of(conn, SOURCE)
+        if not tables:
+            raise MigrationError(f"--from {source}: the file holds no tables")
         report = Report(str(source), lake.describe(), views_skipped=views_of(conn, SOURCE))
         if not verify_only:
             refuse_unsupported(tables)
