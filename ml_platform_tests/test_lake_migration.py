@@ -5,6 +5,8 @@ re-verified after the lake was damaged, rerun, and refused on bad arguments."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -183,10 +185,15 @@ def test_types_a_lake_cannot_store_are_refused_before_anything_is_written(tmp_pa
         conn.execute("create table odd.fine (n BIGINT)")
         conn.execute("create table odd.moods (feeling mood, trio INTEGER[3])")
         conn.execute("insert into odd.moods values ('late', [1, 2, 3])")
-    empty = tmp_path / "empty.duckdb"
+    empty, spaced = tmp_path / "empty.duckdb", tmp_path / "spaced.duckdb"
     duckdb.connect(str(empty)).close()
     with pytest.raises(MigrationError, match="empty.duckdb: the file holds no tables"):
         migrate(check_source(empty), lake)
+    with duckdb.connect(str(spaced)) as conn:
+        conn.execute('create table "two words" ("a-b" INTEGER, fine INTEGER)')
+    with pytest.raises(MigrationError) as refused:
+        migrate(check_source(spaced), lake)
+    assert "'a-b' (in main.two words), 'two words' (in main.two words)" in str(refused.value)
     with pytest.raises(MigrationError) as refused:
         migrate(check_source(path), lake)
     assert "odd.moods.feeling (ENUM" in str(refused.value)
@@ -199,6 +206,35 @@ def test_types_a_lake_cannot_store_are_refused_before_anything_is_written(tmp_pa
         )
     finally:
         conn.close()
+
+
+def test_a_file_a_writer_holds_is_refused_by_name(tmp_path, lake):
+    """A running platform holds the file's write lock: the copy waits for no one and says so."""
+    path = tmp_path / "busy.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(
+            MigrationError, match=r"--from .*busy\.duckdb: cannot open it read-only.*stop the"
+        ):
+            migrate(check_source(path), lake)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+HOLD_WRITE_LOCK = """
+import sys, duckdb
+conn = duckdb.connect(sys.argv[1])
+conn.execute("create table t (n BIGINT)")
+print("holding", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_bad_arguments_are_refused_by_name_and_no_password_is_shown(tmp_path, cli, monkeypatch):

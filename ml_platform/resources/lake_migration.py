@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from ml_platform.resources.warehouse import ident, table_exists
+from ml_platform.resources.warehouse import IDENTIFIER, ident, table_exists
 from ml_platform.resources.warehouse_engines import (
     LAKE_PREFIX,
     DuckLake,
@@ -229,7 +229,21 @@ def views_of(conn, catalog: str) -> list[str]:
 
 
 def refuse_unsupported(tables: list[Table]) -> None:
-    """Refuse, before anything is written, every column the lake cannot store."""
+    """Refuse, before anything is written, every column the lake cannot store and every name
+    that is not a plain identifier (the copy's SQL quotes only those)."""
+    names = sorted(
+        {
+            f"{name!r} (in {t.label})"
+            for t in tables
+            for name in (t.schema, t.name, *(c.name for c in t.columns))
+            if not IDENTIFIER.fullmatch(name)
+        }
+    )
+    if names:
+        raise MigrationError(
+            f"names that are not plain identifiers (letters, digits, _): {', '.join(names)}; "
+            "rename them in the file and rerun"
+        )
     bad = [
         f"{t.label}.{c.name} ({c.type})"
         for t in tables
