@@ -126,9 +126,12 @@ def test_the_code_server_and_workers_are_given_the_lake_and_the_broker(services,
     assert "rabbitmq-diagnostics" in services["rabbitmq"]["healthcheck"]["test"]
 
 
-def test_rabbitmq_refuses_to_start_without_a_password(services, tmp_path):
+def test_rabbitmq_refuses_to_start_without_a_password(raw_compose, services, tmp_path):
     """The broker's entrypoint as a process, its image's own entrypoint standing in as a script
-    that reports how it was started."""
+    that reports how it was started. The password has no default but empty (a required one would
+    stop `docker compose up` without the profile too: compose interpolates every service)."""
+    raw = raw_compose["services"]["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"]
+    assert raw == "${RABBITMQ_PASSWORD:-}"
     entrypoint = services["rabbitmq"]["entrypoint"]
     image_entrypoint = tmp_path / "docker-entrypoint.sh"
     image_entrypoint.write_text('#!/bin/sh\necho "started $*"\n')
