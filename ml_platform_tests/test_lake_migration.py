@@ -171,6 +171,8 @@ def test_a_row_deleted_or_changed_in_the_lake_is_named_by_table_and_day(platform
 
 
 def test_a_rerun_refuses_or_replaces_and_never_duplicates(platform_file, lake):
+    empty = migrate(platform_file, lake, verify_only=True)
+    assert empty.failures == empty.checks and {c.note for c in empty.checks} == {"missing in the lake"}
     first = migrate(platform_file, lake)
     counts = {c.table: c.target_rows for c in first.checks if c.day is None}
     with pytest.raises(MigrationError, match=r"already holds .*raw\.flights.*--replace"):
