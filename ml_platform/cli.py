@@ -23,6 +23,32 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _migrate_warehouse(args) -> int:
+    """Exit 0 when every table and day matches, 1 on a mismatch, 2 on a refused argument."""
+    import os
+
+    from ml_platform.resources import lake_migration as lm
+    from ml_platform.resources.warehouse_engines import LAKE_DATA_ENV_VAR, WAREHOUSE_ENV_VAR, WarehouseError
+
+    try:
+        if args.source is None and os.environ.get(WAREHOUSE_ENV_VAR, "").startswith("ducklake:"):
+            raise lm.MigrationError(
+                f"{WAREHOUSE_ENV_VAR} is already a lake: name the DuckDB file with --from"
+            )
+        lake = lm.check_target(args.to, args.data_path or os.environ.get(LAKE_DATA_ENV_VAR))
+        source = lm.check_source(
+            args.source or load_settings().warehouse, "--from" if args.source else WAREHOUSE_ENV_VAR
+        )
+        report = lm.migrate(source, lake, replace=args.replace, verify_only=args.verify_only, log=print)
+    except WarehouseError as exc:  # a refused argument or table, or an unreachable lake
+        print(f"ml-platform migrate-warehouse: {exc}", file=sys.stderr)
+        return 2
+    print(report.render())
+    for check in report.failures:
+        print(f"ml-platform migrate-warehouse: MISMATCH {check.fault()}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,32 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--replace", action="store_true", help="replace tables the lake already holds")
     migrate.add_argument("--verify-only", action="store_true", help="compare without copying")
     return parser
-
-
-def _migrate_warehouse(args) -> int:
-    """Exit 0 when every table and day matches, 1 on a mismatch, 2 on a refused argument."""
-    import os
-
-    from ml_platform.resources import lake_migration as lm
-    from ml_platform.resources.warehouse_engines import LAKE_DATA_ENV_VAR, WAREHOUSE_ENV_VAR, WarehouseError
-
-    try:
-        if args.source is None and os.environ.get(WAREHOUSE_ENV_VAR, "").startswith("ducklake:"):
-            raise lm.MigrationError(
-                f"{WAREHOUSE_ENV_VAR} is already a lake: name the DuckDB file with --from"
-            )
-        lake = lm.check_target(args.to, args.data_path or os.environ.get(LAKE_DATA_ENV_VAR))
-        source = lm.check_source(
-            args.source or load_settings().warehouse, "--from" if args.source else WAREHOUSE_ENV_VAR
-        )
-        report = lm.migrate(source, lake, replace=args.replace, verify_only=args.verify_only, log=print)
-    except WarehouseError as exc:  # a refused argument or table, or an unreachable lake
-        print(f"ml-platform migrate-warehouse: {exc}", file=sys.stderr)
-        return 2
-    print(report.render())
-    for check in report.failures:
-        print(f"ml-platform migrate-warehouse: MISMATCH {check.fault()}", file=sys.stderr)
-    return 1 if report.failures else 0
 
 
 def _lineage(args) -> int:
