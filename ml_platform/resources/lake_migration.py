@@ -7,9 +7,10 @@ rebuilds it in that same transaction; a rerun therefore never duplicates rows.
 
 The proof, per table and per day of a day-partitioned table, is the row count and a digest: the
 sum (as a 128-bit integer) of ``hash`` over each row's columns, in the file's column order. A sum
-does not depend on row order and, unlike an XOR, counts duplicates; DuckDB's ``hash`` gives the
-same value for the same number whatever its integer width, so a lake that widened a column still
-agrees. Views are not copied: the platform's views are dbt's audit views, rebuilt by its next run.
+does not depend on row order and, unlike an XOR, counts duplicates. Both sides hash the same
+column types (the lake's table is created with the file's, and verified to still have them), so
+equal rows hash equally. Views are not copied: the platform's views are dbt's audit views,
+rebuilt by its next run.
 """
 
 from __future__ import annotations
