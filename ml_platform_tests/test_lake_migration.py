@@ -155,6 +155,7 @@ def test_a_row_deleted_or_changed_in_the_lake_is_named_by_table_and_day(platform
         conn.execute(
             "update features.flight_features set distance = distance + 1 where flight_id = ?", [victim]
         )
+        conn.execute("alter table raw.airlines add column alliance VARCHAR")
     finally:
         conn.close()
 
@@ -166,6 +167,7 @@ def test_a_row_deleted_or_changed_in_the_lake_is_named_by_table_and_day(platform
         f"MISMATCH raw.flights {LAST}: {flight_rows} row(s) in the file, {flight_rows - 1} in the lake" in err
     )
     assert f"MISMATCH features.flight_features {LAST}: same row count, different rows" in err
+    assert "MISMATCH raw.airlines: columns differ" in err and "('alliance', 'VARCHAR')" in err
     assert f"raw.flights {FIRST}" not in err and "raw.weather" not in err
     assert "2 days" in out and "MISMATCH" in out
 
