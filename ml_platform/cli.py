@@ -23,6 +23,32 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _migrate_warehouse(args) -> int:
+    """Exit 0 when every table and day matches, 1 on a mismatch, 2 on a refused argument."""
+    import os
+
+    from ml_platform.resources import lake_migration as lm
+    from ml_platform.resources.warehouse_engines import LAKE_DATA_ENV_VAR, WAREHOUSE_ENV_VAR, WarehouseError
+
+    try:
+        if args.source is None and os.environ.get(WAREHOUSE_ENV_VAR, "").startswith("ducklake:"):
+            raise lm.MigrationError(
+                f"{WAREHOUSE_ENV_VAR} is already a lake: name the DuckDB file with --from"
+            )
+        lake = lm.check_target(args.to, args.data_path or os.environ.get(LAKE_DATA_ENV_VAR))
+        source = lm.check_source(
+            args.source or load_settings().warehouse, "--from" if args.source else WAREHOUSE_ENV_VAR
+        )
+        report = lm.migrate(source, lake, replace=args.replace, verify_only=args.verify_only, log=print)
+    except WarehouseError as exc:  # a refused argument or table, or an unreachable lake
+        print(f"ml-platform migrate-warehouse: {exc}", file=sys.stderr)
+        return 2
+    print(report.render())
+    for check in report.failures:
+        print(f"ml-platform migrate-warehouse: MISMATCH {check.fault()}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="materialize a sample day on a throwaway instance; fail on a blocking check")
     for tool in TOOLS:
         sub.add_parser(tool, help=f"run `{tool} ...` on the instance the UI shows", add_help=False)
+    migrate = sub.add_parser(
+        "migrate-warehouse",
+        help="copy the DuckDB warehouse file into a DuckLake, then verify every table and day",
+    )
+    migrate.add_argument("--to", required=True, help="the lake: ducklake:postgres:<libpq parameters>")
+    migrate.add_argument(
+        "--data-path", default=None, help="the lake's data directory (default: ML_PLATFORM_LAKE_DATA_PATH)"
+    )
+    migrate.add_argument(
+        "--from", dest="source", default=None, help="the DuckDB file (default: ML_PLATFORM_WAREHOUSE)"
+    )
+    migrate.add_argument("--replace", action="store_true", help="replace tables the lake already holds")
+    migrate.add_argument("--verify-only", action="store_true", help="compare without copying")
     return parser
 
 
@@ -86,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A missing or malformed setting is a usage error that names it, not a traceback.
         local_env.apply()
+        if args.command == "migrate-warehouse":
+            return _migrate_warehouse(args)
         if args.command == "land":
             from ml_platform.ingestion.landing import land_days
 

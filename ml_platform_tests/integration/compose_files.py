@@ -39,14 +39,31 @@ def interpolate(value, env: dict[str, str]):
     return VARIABLE.sub(one, value.replace("$$", "\0")).replace("\0", "$")
 
 
-def read_env_file(path: Path) -> dict[str, str]:
+def read_env_file(path: Path, uncomment: str | None = None) -> dict[str, str]:
+    """The file's variables; with ``uncomment``, also the commented ``# NAME=value`` lines of the
+    block headed ``# --- <uncomment>:`` (as a user enables it)."""
     pairs = {}
+    block = None
     for line in path.read_text().splitlines():
         line = line.strip()
+        if line.startswith("# --- "):
+            block = line[len("# --- ") :].split(":")[0]
+        if uncomment and block == uncomment and re.match(r"# [A-Z][A-Z0-9_]*=", line):
+            line = line[2:]
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             pairs[name.strip()] = value.strip()
     return pairs
+
+
+def active_services(compose: dict, *profiles: str) -> dict[str, dict]:
+    """The services ``docker compose [--profile P ...] up`` starts: those without profiles, and
+    those in one of ``profiles``."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
 
 
 def _option(args: list[str], *names: str) -> str:
