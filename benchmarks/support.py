@@ -163,7 +163,7 @@ def warm_up() -> None:
 
     all_definitions()
     resources = build_resources(load_settings())
-    resources["dbt"].preparse(resources["warehouse"].path)
+    resources["dbt"].preparse(resources["warehouse"].engine)
 
 
 def empty_warehouse() -> None:

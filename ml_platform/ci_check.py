@@ -97,12 +97,15 @@ def throwaway_warehouse(work: str) -> Iterator[None]:
 
     catalog = url[len(LAKE_PREFIX) :]
     name = f"ml_platform_check_{uuid.uuid4().hex[:10]}"
+    admin = None
     try:
         admin = psycopg2.connect(catalog, connect_timeout=10)
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(f"create database {ident(name)}")
     except psycopg2.Error as exc:
+        if admin is not None:
+            admin.close()
         raise CheckSetupError(
             f"{WAREHOUSE_ENV_VAR}={redact(url)!r}: cannot create the check's throwaway catalog "
             f"database there: {redact(str(exc)).strip()}"

@@ -79,3 +79,21 @@ def test_make_check_on_a_lake_checks_a_throwaway_lake_and_leaves_the_configured_
             cur.execute("select count(*) from information_schema.tables where table_schema = 'public'")
             assert cur.fetchone()[0] == 0
         assert not (tmp_path / "lake").exists()
+
+
+def test_make_check_names_a_lake_it_cannot_make_a_throwaway_catalog_on(tmp_path, monkeypatch, capsys):
+    from ml_platform import ci_check
+    from ml_platform_tests.conftest import PG_SERVER
+
+    server = " ".join(f"{k}={v}" for k, v in PG_SERVER.items())
+    # The check sets these itself: through monkeypatch, this process gets them back afterwards.
+    monkeypatch.setenv("ML_PLATFORM_DATA_DIR", str(tmp_path / "not-used"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv(
+        "ML_PLATFORM_WAREHOUSE", f"ducklake:postgres:dbname=no_such_catalog {server} password=s3cret"
+    )
+    monkeypatch.setenv("ML_PLATFORM_LAKE_DATA_PATH", str(tmp_path / "lake"))
+    assert ci_check.main(["--day", GOOD.isoformat()]) == 2
+    error = capsys.readouterr().err
+    assert "ML_PLATFORM_WAREHOUSE=" in error and "cannot create the check's throwaway catalog" in error
+    assert "no_such_catalog" in error and "s3cret" not in error

@@ -129,14 +129,11 @@ def test_a_prediction_on_the_lake_traces_back_to_its_model_and_raw_days(
 ):
     """Lineage reads the lake read-only: the prediction of a flight built there, the model version
     it names (registered here, with the tags training gives it) and the raw days of the instance."""
-    from mlflow.tracking import MlflowClient
-
     from ml_platform.cli import main as cli_main
     from ml_platform.lineage import trace_prediction
 
     settings, warehouse, mlflow = lake.settings, lake.resources["warehouse"], lake.resources["mlflow"]
     client = mlflow.client()
-    assert isinstance(client, MlflowClient)
     client.create_registered_model(settings.registered_model_name)
     tags = {"lineage.train_window": f"{D1}..{D2}", "candidate": "logistic", "code_version": "c1"}
     version = client.create_model_version(settings.registered_model_name, "file:///model", tags=tags).version
