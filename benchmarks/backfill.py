@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,7 +11,12 @@ from benchmarks import support
 
 
 def single_run(
-    work: Path, storage: str = "sqlite", start: str = "2013-01-01", end: str = "2013-12-31", repeats: int = 1
+    work: Path,
+    storage: str = "sqlite",
+    start: str = "2013-01-01",
+    end: str = "2013-12-31",
+    repeats: int = 1,
+    engine: str = "file",
 ) -> dict:
     """Raw + features for [start, end] (inclusive) as one single-run backfill, ``repeats`` times in
     this process, each on a new instance and an empty warehouse, each after a warm-up.
@@ -21,30 +27,37 @@ def single_run(
     picked = support.selections()
     runs = []
     for i in range(repeats):
-        support.empty_warehouse()
-        support.warm_up()
-        with support.instance(work / f"dagster_home-{i + 1}", storage) as inst:
-            with support.PeakMemory() as peak:
-                started, cpu = time.perf_counter(), support.cpu_seconds()
-                assert support.materialize(inst, picked["references"]).success, "reference run failed"
-                reference_seconds = time.perf_counter() - started
-                result = support.materialize(inst, picked["daily_and_features"], start=start, end=end)
-                seconds, cpu = time.perf_counter() - started, support.cpu_seconds() - cpu
-                assert result.success, "backfill run failed"
-            events = support.run_events(inst, result.run_id)
-        runs.append(
-            {
-                "peak_rss_mb": peak.mb,
-                "seconds": seconds,
-                "cpu_seconds": cpu,
-                "reference_seconds": reference_seconds,
-                "storage": storage,
-                "start": start,
-                "end": end,
-                **events,
-            }
-        )
+        with ExitStack() as stack:
+            if engine == "lake":
+                stack.enter_context(support.new_lake(work / f"lake-{i + 1}"))
+            else:
+                support.empty_warehouse()
+            runs.append(_single(work / f"dagster_home-{i + 1}", storage, picked, start, end, engine))
     return {"runs": runs}
+
+
+def _single(home: Path, storage: str, picked: dict, start: str, end: str, engine: str) -> dict:
+    support.warm_up()
+    with support.instance(home, storage) as inst:
+        with support.PeakMemory() as peak:
+            started, cpu = time.perf_counter(), support.cpu_seconds()
+            assert support.materialize(inst, picked["references"]).success, "reference run failed"
+            reference_seconds = time.perf_counter() - started
+            result = support.materialize(inst, picked["daily_and_features"], start=start, end=end)
+            seconds, cpu = time.perf_counter() - started, support.cpu_seconds() - cpu
+            assert result.success, "backfill run failed"
+        events = support.run_events(inst, result.run_id)
+    return {
+        "peak_rss_mb": peak.mb,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "reference_seconds": reference_seconds,
+        "storage": storage,
+        "engine": engine,
+        "start": start,
+        "end": end,
+        **events,
+    }
 
 
 def sample_days(start: date, end: date, count: int) -> list[date]:

@@ -26,6 +26,7 @@ CASES = {
     "scaling_training": "benchmarks.scaling:training",
     "webserver_load": "benchmarks.load:webserver_load",
     "profile": "benchmarks.profiling:profile_single_run",
+    "daily_runs": "benchmarks.distributed:daily_runs",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import statistics
 from collections.abc import Callable
+from datetime import date, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -325,6 +326,45 @@ def scaling(runner: Runner) -> None:
     runner.details["linearity"] = linearity(runner.figures, rows)
 
 
+def distributed(runner: Runner) -> None:
+    """The lake with steps on Celery workers against the single-writer file, side by side: daily
+    runs through the daemon, then the range as one single-run backfill."""
+    if not runner.postgres:
+        runner.errors.append("distributed: needs PostgreSQL (the instances and the lake's catalog)")
+        return
+    days = runner.plan.distributed_days
+    label = {"file": "DuckDB file, one writer", "lake": "lake, Celery workers, 4 runs in flight"}
+    for engine in ("file", "lake"):
+        name = f"daily_runs_{engine}"
+        params = {"engine": engine, "days": days}
+        run = runner.child("daily_runs", name, params, timeout=900 + 150 * days)
+        runner.clean(name)
+        if run.ok:
+            r = run.result["runs"][0]
+            extra = {k: r[k] for k in ("failed_runs", "flights", "feature_rows", "workers", "steps")}
+            extra.update(
+                queue_seconds_median=r["queue_seconds_median"], run_seconds_median=r["run_seconds_median"]
+            )
+            _timed(runner, name, f"{days} daily runs via the daemon, {label[engine]}", [run], [r], **extra)
+    for engine in ("file", "lake"):
+        name = f"single_run_{engine}"
+        end = (date(2013, 1, 1) + timedelta(days=days - 1)).isoformat()
+        params = {"storage": "postgres", "engine": engine, "end": end}
+        ok, results = _separate(runner, name, "single_run", params)
+        if results:
+            _timed(
+                runner,
+                name,
+                f"{days} days as one single-run backfill, PostgreSQL, {engine}",
+                ok,
+                results,
+            )
+    for key in ("daily_runs", "single_run"):
+        file, lake = runner.figures.get(f"{key}_file"), runner.figures.get(f"{key}_lake")
+        if file and lake:
+            lake["speedup_vs_file"] = round(file["median"] / lake["median"], 2)
+
+
 # In the order they run: the backfill compares with the floor.
 GROUP_FUNCTIONS: dict[str, Callable[[Runner], None]] = {
     "floor": floor,
@@ -334,4 +374,5 @@ GROUP_FUNCTIONS: dict[str, Callable[[Runner], None]] = {
     "training": training,
     "latency": latency,
     "scaling": scaling,
+    "distributed": distributed,
 }

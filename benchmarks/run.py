@@ -38,6 +38,7 @@ class Plan:
     sample_days: int = 6
     pg_sample_days: int = 3
     latency_days: int = 5
+    distributed_days: int = 365
     import_runs: int = 5
     webserver_runs: int = 3
     sizes: tuple[int, ...] = (1, 4, 16)
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pg-sample-days", type=int, default=Plan.pg_sample_days)
     parser.add_argument("--latency-days", type=int, default=Plan.latency_days)
+    parser.add_argument(
+        "--distributed-days", type=int, default=Plan.distributed_days, help="days of the distributed group"
+    )
     parser.add_argument("--sizes", type=parse_sizes, default=Plan.sizes, help="backfill scaling factors")
     parser.add_argument("--training-sizes", type=parse_sizes, default=Plan.training_sizes)
     parser.add_argument("--scaling-repeats", type=int, default=Plan.scaling_repeats)
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         sample_days=args.sample_days,
         pg_sample_days=args.pg_sample_days,
         latency_days=args.latency_days,
+        distributed_days=args.distributed_days,
         sizes=args.sizes,
         training_sizes=args.training_sizes,
         scaling_repeats=args.scaling_repeats,

@@ -175,6 +175,27 @@ def empty_warehouse() -> None:
         stale.unlink(missing_ok=True)
 
 
+@contextmanager
+def new_lake(data: Path) -> Iterator[None]:
+    """A new lake for this case (a catalog database on the benchmark server, dropped afterwards,
+    and a data directory): ``ML_PLATFORM_WAREHOUSE`` and ``ML_PLATFORM_LAKE_DATA_PATH`` point at it
+    while the block runs."""
+    from urllib.parse import urlsplit
+
+    with postgres_database() as url:
+        parts = urlsplit(url)
+        os.environ["ML_PLATFORM_WAREHOUSE"] = (
+            f"ducklake:postgres:dbname={parts.path.lstrip('/')} host={parts.hostname} "
+            f"port={parts.port or 5432} user={parts.username or 'postgres'}"
+        )
+        os.environ["ML_PLATFORM_LAKE_DATA_PATH"] = f"{data}/"
+        try:
+            yield
+        finally:
+            os.environ.pop("ML_PLATFORM_WAREHOUSE")
+            os.environ.pop("ML_PLATFORM_LAKE_DATA_PATH")
+
+
 def selections():
     import dagster as dg
 
