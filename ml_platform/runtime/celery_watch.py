@@ -1,0 +1,102 @@
+"""A step on a Celery worker that is lost fails its run instead of leaving it waiting forever.
+
+dagster-celery's executor waits on each step's Celery result. A worker killed outright (its
+machine lost, an out-of-memory kill of the whole worker) never sends one, and the run, whose own
+process is alive and polling, stays in progress: run monitoring sees nothing wrong. (A worker
+whose pool process alone dies is reported by Celery itself, as ``WorkerLostError``.)
+
+Here each step's result is watched: once the step has started on a worker (workers send
+``STARTED`` with their node name, ``task_track_started``), that worker is pinged every few
+seconds; after several pings in a row without a reply the step fails, naming the worker, and the
+run fails as for any step error (then run retries and alerts apply). A step still queued is not
+watched: waiting for a free worker is not a loss.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dagster import ExecutorDefinition, executor, multiple_process_executor_requirements
+from dagster._core.execution.retries import RetryMode
+from dagster_celery import celery_executor
+from dagster_celery.core_execution_loop import core_celery_execution_loop
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
+
+from ml_platform.runtime.guard import CELERY_WATCH
+
+PING_EVERY_SECONDS = 5.0
+PING_TIMEOUT_SECONDS = 2.0
+# A worker busy importing or under load may miss a ping; three in a row is a lost worker.
+MISSED_PINGS = 3
+
+
+class CeleryWorkerLost(RuntimeError):
+    """The Celery worker running a step stopped answering."""
+
+
+class WatchedResult:
+    """A step's ``AsyncResult`` that also turns ready, failing, when its worker is lost."""
+
+    def __init__(self, app, result, step_key: str):
+        self._app, self._result, self._step_key = app, result, step_key
+        self._next_ping = time.monotonic() + PING_EVERY_SECONDS
+        self._missed = 0
+        self._lost: str | None = None
+
+    def ready(self) -> bool:
+        if self._lost or self._result.ready():
+            return True
+        if time.monotonic() < self._next_ping:
+            return False
+        self._next_ping = time.monotonic() + PING_EVERY_SECONDS
+        worker = self._worker()
+        if worker is None:
+            return False
+        replies = self._app.control.ping(destination=[worker], timeout=PING_TIMEOUT_SECONDS)
+        self._missed = 0 if replies else self._missed + 1
+        if self._missed >= MISSED_PINGS:
+            self._lost = worker
+        return self._lost is not None
+
+    def _worker(self) -> str | None:
+        if self._result.state != "STARTED" or not isinstance(self._result.info, dict):
+            return None
+        return self._result.info.get("hostname")
+
+    def get(self):
+        if self._lost:
+            raise CeleryWorkerLost(
+                f'Celery worker {self._lost} stopped answering while it ran step "{self._step_key}" '
+                f"(no reply to {MISSED_PINGS} pings, {PING_EVERY_SECONDS:.0f} s apart): the worker was "
+                "lost; the step did not finish"
+            )
+        return self._result.get()
+
+    def revoke(self) -> None:
+        self._result.revoke()
+
+
+def _submit_watched(app, plan_context, step, queue, priority, known_state) -> WatchedResult:
+    return WatchedResult(app, _submit_task(app, plan_context, step, queue, priority, known_state), step.key)
+
+
+class WatchedCeleryExecutor(CeleryExecutor):
+    def execute(self, plan_context, execution_plan):
+        return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=_submit_watched)
+
+
+@executor(name="celery", config_schema=CELERY_CONFIG, requirements=multiple_process_executor_requirements())
+def _watched_celery_executor(init_context) -> WatchedCeleryExecutor:
+    config = init_context.executor_config
+    return WatchedCeleryExecutor(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),
+    )
+
+
+def celery_steps_executor() -> ExecutorDefinition:
+    """dagster-celery's executor, its steps' workers watched where this accelerator is on."""
+    return _watched_celery_executor if CELERY_WATCH.on() else celery_executor
