@@ -35,9 +35,6 @@ executor = multi_or_in_process_executor.configured(
 def celery_app_config() -> dict:
     """The Celery settings the executor and its workers share (they must agree)."""
     return {
-        # Workers report the step they start, with their node name: what lets a run notice
-        # that the worker running its step was lost (ml_platform/runtime/celery_watch.py).
-        "task_track_started": True,
         # One step per worker process at a time, none reserved: a long step never holds back
         # another that an idle worker could run.
         "worker_prefetch_multiplier": 1,

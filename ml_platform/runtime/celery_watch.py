@@ -5,18 +5,25 @@ machine lost, an out-of-memory kill of the whole worker) never sends one, and th
 process is alive and polling, stays in progress: run monitoring sees nothing wrong. (A worker
 whose pool process alone dies is reported by Celery itself, as ``WorkerLostError``.)
 
-Here each step's result is watched: once the step has started on a worker (workers send
-``STARTED`` with their node name, ``task_track_started``), that worker is pinged every few
-seconds; after several pings in a row without a reply the step fails, naming the worker, and the
-run fails as for any step error (then run retries and alerts apply). A step still queued is not
-watched: waiting for a free worker is not a loss.
+Here each step's result is watched: once the step has started on a worker (the worker records
+that in the run's event log, with its node name), that worker is pinged every few seconds; after
+several pings in a row without a reply the step fails, naming the worker, and the run fails as
+for any step error (then run retries and alerts apply). A step still queued is not watched:
+waiting for a free worker is not a loss. (The result backend's ``STARTED`` state is no help: with
+``rpc://`` it is consumed while the run waits for another step's result.)
 """
 
 from __future__ import annotations
 
 import time
 
-from dagster import ExecutorDefinition, executor, multiple_process_executor_requirements
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    ExecutorDefinition,
+    executor,
+    multiple_process_executor_requirements,
+)
 from dagster._core.execution.retries import RetryMode
 from dagster_celery import celery_executor
 from dagster_celery.core_execution_loop import core_celery_execution_loop
@@ -28,6 +35,8 @@ PING_EVERY_SECONDS = 5.0
 PING_TIMEOUT_SECONDS = 2.0
 # A worker busy importing or under load may miss a ping; three in a row is a lost worker.
 MISSED_PINGS = 3
+# The metadata entry dagster-celery's task puts on the engine event it records as a step starts.
+WORKER_METADATA = "Celery worker"
 
 
 class CeleryWorkerLost(RuntimeError):
@@ -37,8 +46,10 @@ class CeleryWorkerLost(RuntimeError):
 class WatchedResult:
     """A step's ``AsyncResult`` that also turns ready, failing, when its worker is lost."""
 
-    def __init__(self, app, result, step_key: str):
+    def __init__(self, app, result, step_key: str, instance: DagsterInstance, run_id: str):
         self._app, self._result, self._step_key = app, result, step_key
+        self._instance, self._run_id = instance, run_id
+        self._worker_name: str | None = None
         self._next_ping = time.monotonic() + PING_EVERY_SECONDS
         self._missed = 0
         self._lost: str | None = None
@@ -59,9 +70,17 @@ class WatchedResult:
         return self._lost is not None
 
     def _worker(self) -> str | None:
-        if self._result.state != "STARTED" or not isinstance(self._result.info, dict):
-            return None
-        return self._result.info.get("hostname")
+        """The node name of the worker that started the step, from the run's event log."""
+        if self._worker_name is None:
+            records = self._instance.get_records_for_run(
+                self._run_id, of_type=DagsterEventType.ENGINE_EVENT
+            ).records
+            for record in records:
+                event = record.event_log_entry.dagster_event
+                if event.step_key == self._step_key and event.engine_event_data:
+                    name = event.engine_event_data.metadata.get(WORKER_METADATA)
+                    self._worker_name = name.value if name is not None else self._worker_name
+        return self._worker_name
 
     def get(self):
         if self._lost:
@@ -77,7 +96,8 @@ class WatchedResult:
 
 
 def _submit_watched(app, plan_context, step, queue, priority, known_state) -> WatchedResult:
-    return WatchedResult(app, _submit_task(app, plan_context, step, queue, priority, known_state), step.key)
+    result = _submit_task(app, plan_context, step, queue, priority, known_state)
+    return WatchedResult(app, result, step.key, plan_context.instance, plan_context.run_id)
 
 
 class WatchedCeleryExecutor(CeleryExecutor):

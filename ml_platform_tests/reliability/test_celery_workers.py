@@ -44,6 +44,7 @@ from ml_platform_tests.services import BIN, mlflow_server, process
 BROKER = os.environ.get("ML_PLATFORM_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
 HOST = socket.gethostname()
 FLIGHTS_STEP = op_name(RAW_FLIGHTS)
+RAW_STEPS = {op_name(key) for key in RAW_DAILY}
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
@@ -228,7 +229,7 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
         rows_duplicated=duplicated,
     )
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
-    assert all(set(steps) == {op_name(k) for k in RAW_DAILY} for steps in ran_on.values()), ran_on
+    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
     assert set(used) == set(workers), f"not every worker ran a step: {used}"
     # Each step ran in a process of a worker's process group (its pool process), not in the run's.
     assert step_groups <= groups, (pids, groups)
@@ -255,7 +256,8 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
             runs = wait_for_runs(instance, run_ids, timeout=1200, server=dev)
             every_run = settle(instance, dev)
             reader.stop()
-        used = Counter(node for run_id in run_ids for node in step_workers(instance, run_id).values())
+        ran_on = {run_id: step_workers(instance, run_id) for run_id in run_ids}
+        used = Counter(node for steps in ran_on.values() for node in steps.values())
         failed = {
             r.run_id: failure_messages(instance, r.run_id) for r in every_run if r.status.value != "SUCCESS"
         }
@@ -278,6 +280,6 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
     assert len(every_run) == len(days)
     assert 2 <= overlap <= 4, overlap
     assert set(used) == set(workers), used
-    assert sum(used.values()) == len(days) * len(RAW_DAILY)
+    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
     assert (lost, duplicated, unexpected) == (0, 0, 0)
     assert reader.reads > 0 and not reader.errors, reader.errors
