@@ -250,6 +250,10 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     with celery_platform(tmp_path) as (env, settings, instance, lake):
         with celery_workers(settings, tmp_path, ["w1", "w2"]) as workers, dagster_dev("celery-month") as dev:
+            # The lake exists before the first run (a reader cannot create it), as the file does
+            # once the first write made it: the file's reader waits for it instead.
+            with lake.warehouse().connection():
+                pass
             reader = Reader(lake.warehouse(), pause=0.25)
             reader.start()
             run_ids = [launch(dev, day) for day in days]
