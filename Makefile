@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup platform-env dev test test-readme test-release fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env worker dev test test-readme test-release fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -56,6 +56,15 @@ platform-env: $(DAGSTER_HOME)/dagster.yaml
 	printf 'ML_PLATFORM_DAGSTER_URL=%s\nML_PLATFORM_MLFLOW_UI_URL=%s\n' $(DAGSTER_URL) $(MLFLOW_UI_URL) \
 		> $(DAGSTER_HOME)/platform.env
 
+# A Celery worker for the steps of runs, with ML_PLATFORM_EXECUTOR=celery (a lake warehouse, an
+# MLflow server, ML_PLATFORM_CELERY_BROKER and the instance's DAGSTER_PG_* in the environment, the
+# same as the code location's). It starts in WORKER_DIR (default: a new temporary directory), never
+# in the checkout; WORKER_ARGS go to `celery worker` (e.g. WORKER_ARGS="--concurrency 2").
+WORKER_ARGS ?=
+worker: setup
+	dir="$${WORKER_DIR:-$$(mktemp -d -t ml-platform-worker.XXXXXX)}"; mkdir -p "$$dir" && cd "$$dir" && \
+		exec $(CURDIR)/$(BIN)/ml-platform-worker $(WORKER_ARGS)
+
 dev: setup platform-env
 	mkdir -p $(DATA_DIR)/mlflow/artifacts
 	@echo "MLflow UI:  $(MLFLOW_UI_URL)   Dagster UI: $(DAGSTER_URL)"
@@ -92,7 +101,8 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -p no:cacheprovider \
 		ml_platform_tests/reliability/test_fuzz_landing.py $(PYTEST_ARGS)
 
-# Thirty days as concurrent daily runs through the daemon, then scored (CI runs it).
+# Thirty days as concurrent daily runs through the daemon, then scored; and thirty days with their
+# steps on two Celery workers over a lake (CI runs both).
 test-month: setup
 	$(BIN)/python -m pytest -m month $(PYTEST_ARGS)
 

@@ -23,6 +23,10 @@ CACHE_DIR = Path(os.environ.get("ML_PLATFORM_CACHE_DIR", REPO_ROOT / "data" / "c
 ENVIRONMENTS = ("local", "prod")
 # Production names its storage explicitly; nothing falls back to a directory inside the checkout.
 PROD_REQUIRED = ("ML_PLATFORM_DATA_DIR", "ML_PLATFORM_LANDING_ROOT", "MLFLOW_TRACKING_URI")
+# Where a run's steps execute: processes beside the run (the default), or Celery workers.
+EXECUTORS = ("multiprocess", "celery")
+# The Celery broker URL may carry a password: only its name is kept, the value read at run time.
+CELERY_BROKER_ENV = "ML_PLATFORM_CELERY_BROKER"
 
 
 class SettingsError(ValueError):
@@ -98,6 +102,12 @@ class Settings:
     mlflow_ui_url: str | None
     dagster_url: str
     fit_threads: int
+    # Where small Python objects (candidate summaries, gate decisions) are stored: a directory,
+    # or a URL (s3://, gs://, ...) every step of a run can reach.
+    objects_path: str = ""
+    executor: str = "multiprocess"
+    # Celery's result backend (rpc:// or redis://...); the broker is read from CELERY_BROKER_ENV.
+    celery_backend: str = "rpc://"
 
     @property
     def warehouse_is_lake(self) -> bool:
@@ -121,6 +131,38 @@ def _warehouse(data_dir: Path) -> tuple[str, str | None]:
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
+
+
+def _objects_path(data_dir: Path, lake_data_path: str | None) -> str:
+    default = lake_data_path.rstrip("/") + "/objects" if lake_data_path else str(data_dir / "objects")
+    return _env("ML_PLATFORM_OBJECTS_PATH", default)
+
+
+def _executor(warehouse: str, lake_data_path: str | None, mlflow_uri: str) -> tuple[str, str]:
+    """The executor and Celery result backend. Celery workers may run on other machines, so
+    every step's state must be shared: a lake warehouse, an MLflow server, a broker."""
+    executor = _env("ML_PLATFORM_EXECUTOR", "multiprocess")
+    if executor not in EXECUTORS:
+        raise SettingsError(f"ML_PLATFORM_EXECUTOR={executor!r} is not one of {', '.join(EXECUTORS)}")
+    backend = _env("ML_PLATFORM_CELERY_BACKEND", "rpc://")
+    if executor != "celery":
+        return executor, backend
+    if lake_data_path is None:
+        raise SettingsError(
+            f"ML_PLATFORM_EXECUTOR=celery needs a lake warehouse, but ML_PLATFORM_WAREHOUSE={warehouse!r} "
+            "is a DuckDB file that workers on other machines cannot share "
+            "(set ML_PLATFORM_WAREHOUSE=ducklake:postgres:... and ML_PLATFORM_LAKE_DATA_PATH)"
+        )
+    if not _env(CELERY_BROKER_ENV):
+        raise SettingsError(f"ML_PLATFORM_EXECUTOR=celery needs {CELERY_BROKER_ENV} (the broker URL) set")
+    if public_url(mlflow_uri) is None:
+        raise SettingsError(
+            f"ML_PLATFORM_EXECUTOR=celery needs MLFLOW_TRACKING_URI to be an MLflow server (http or "
+            f"https) every worker reaches, not {urlsplit(mlflow_uri).scheme or 'a path'}"
+        )
+    if not backend.startswith(("rpc://", "redis://", "rediss://")):
+        raise SettingsError(f"ML_PLATFORM_CELERY_BACKEND={backend!r} is not rpc:// or a redis:// URL")
+    return executor, backend
 
 
 def load_settings() -> Settings:
@@ -147,6 +189,7 @@ def load_settings() -> Settings:
         raise SettingsError(f"ML_PLATFORM_FIT_THREADS={fit_threads} is not a positive integer")
     warehouse, lake_data_path = _warehouse(data_dir)
     mlflow_uri = _env("MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+    executor, celery_backend = _executor(warehouse, lake_data_path, mlflow_uri)
     return Settings(
         env=env,
         data_dir=data_dir,
@@ -180,4 +223,7 @@ def load_settings() -> Settings:
         mlflow_ui_url=_env("ML_PLATFORM_MLFLOW_UI_URL", public_url(mlflow_uri)),
         dagster_url=_env("ML_PLATFORM_DAGSTER_URL", "http://127.0.0.1:3000"),
         fit_threads=fit_threads,
+        objects_path=_objects_path(data_dir, lake_data_path),
+        executor=executor,
+        celery_backend=celery_backend,
     )

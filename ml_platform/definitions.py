@@ -11,7 +11,7 @@ from dagster import DailyPartitionsDefinition, Definitions
 
 from ml_platform.automation.alerts import build_alert_sensor
 from ml_platform.automation.conditions import build_automation_condition_sensor
-from ml_platform.automation.execution import executor
+from ml_platform.automation.execution import build_executor
 from ml_platform.automation.freshness import (
     build_freshness_checks,
     build_freshness_sensor,
@@ -75,7 +75,7 @@ def build_definitions(
             build_automation_condition_sensor(settings),
         ],
         resources=build_resources(settings),
-        executor=executor,
+        executor=build_executor(settings),
     )
     # Freshness and automation conditions are platform policy: set here, once, for every asset.
     return defs.map_asset_specs(func=build_policy(settings))

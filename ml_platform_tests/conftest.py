@@ -21,7 +21,13 @@ def local_environment(mp: pytest.MonkeyPatch, data_dir: Path, source: str | None
     data), set through ``mp``; returns the settings it gives."""
     mp.setenv("ML_PLATFORM_ENV", "local")
     mp.setenv("ML_PLATFORM_DATA_DIR", str(data_dir))
-    for name in ("ML_PLATFORM_WAREHOUSE", "ML_PLATFORM_LANDING_ROOT", "ML_PLATFORM_SOURCE"):
+    for name in (
+        "ML_PLATFORM_WAREHOUSE",
+        "ML_PLATFORM_LANDING_ROOT",
+        "ML_PLATFORM_SOURCE",
+        "ML_PLATFORM_EXECUTOR",
+        "ML_PLATFORM_OBJECTS_PATH",
+    ):
         mp.delenv(name, raising=False)
     if source:
         mp.setenv("ML_PLATFORM_SOURCE", source)

@@ -54,8 +54,10 @@ def build_resources(settings: Settings) -> dict:
         "source": build_source(settings),
         "landing": LandingSource(root=str(settings.landing_root)),
         "notifier": build_notifier(),
-        # Small Python objects (candidate summaries, gate decisions); models live in MLflow.
-        "model_io_manager": FilesystemIOManager(base_dir=str(settings.data_dir / "objects")),
+        # Small Python objects (candidate summaries, gate decisions); models live in MLflow. Pickles
+        # at a path (universal_pathlib): a directory, or on a lake under its data path, which
+        # every step reads and writes wherever it runs (ML_PLATFORM_OBJECTS_PATH).
+        "model_io_manager": FilesystemIOManager(base_dir=settings.objects_path),
         "policy": ModelPolicy(
             decision_threshold=settings.decision_threshold,
             promotion_auc_floor=settings.promotion_auc_floor,

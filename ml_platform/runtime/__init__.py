@@ -9,6 +9,8 @@ it was verified on and its switch are in ``guard.py``; off, the stock behaviour 
 - ``run_workers``: a code server forks run workers from a process that imported the
   definitions; ``preparsed_dbt`` is what that process imports.
 - ``dbt_in_process``: ``dbt build`` inside the step's process (``resources/dbt.py`` uses it).
+- ``celery_watch``: a step whose Celery worker stops answering fails its run instead of
+  leaving it waiting (``automation/execution.py`` uses it with ``ML_PLATFORM_EXECUTOR=celery``).
 
 The definitions apply none of it. The instance storages call ``apply_accelerators`` when an
 instance is loaded, which every process that starts or executes runs does (code server, run

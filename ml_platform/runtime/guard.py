@@ -44,7 +44,9 @@ DBT_IN_PROCESS = Accelerator(
     "dbt_in_process",
     (DAGSTER, ("dagster-dbt", ("0.29.27",)), ("dbt-core", ("1.11.16",)), ("dbt-duckdb", ("1.11.1",))),
 )
-ALL = (SQLITE_STORAGE, POSTGRES_STORAGE, POOL_WAITS, RUN_WORKERS, DBT_IN_PROCESS)
+# Steps on Celery workers whose worker is lost fail instead of being waited for forever.
+CELERY_WATCH = Accelerator("celery_watch", (DAGSTER, ("dagster-celery", ("0.29.27",))))
+ALL = (SQLITE_STORAGE, POSTGRES_STORAGE, POOL_WAITS, RUN_WORKERS, DBT_IN_PROCESS, CELERY_WATCH)
 
 
 def switched_on(name: str) -> bool:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -66,7 +67,8 @@ KEY = ["flight_date", "carrier", "flight", "origin", "sched_dep_time"]
 
 class Reader(threading.Thread):
     """Reads the warehouse the way a sensor, a check or an analyst would, over and over: open
-    read-only (waiting while a writer holds the file), query, close. Counts reads and errors."""
+    read-only (waiting while a writer holds the file), query, close. Counts reads and errors.
+    ``path`` is the warehouse file, or a ``Warehouse`` resource (a lake)."""
 
     def __init__(self, path, pause: float = 0.25):
         super().__init__(daemon=True)
@@ -74,18 +76,20 @@ class Reader(threading.Thread):
         self.reads, self.errors = 0, []
         self._stop_event = threading.Event()
 
+    def _connection(self):
+        if isinstance(self.path, Path):
+            return closing(connect(self.path, read_only=True, timeout=300))
+        return self.path.connection(read_only=True)
+
     def run(self) -> None:
         while not self._stop_event.is_set():
-            if self.path.exists():
+            if not isinstance(self.path, Path) or self.path.exists():
                 try:
-                    conn = connect(self.path, read_only=True, timeout=300)
-                    try:
+                    with self._connection() as conn:
                         conn.execute(
                             "select count(*) from information_schema.tables where table_schema = 'raw'"
                         ).fetchall()
                         self.reads += 1
-                    finally:
-                        conn.close()
                 except Exception as exc:  # noqa: BLE001 - recorded, asserted on by the test
                     self.errors.append(str(exc))
             self._stop_event.wait(self.pause)

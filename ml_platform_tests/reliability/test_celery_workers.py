@@ -1,0 +1,289 @@
+"""Steps on Celery workers (``ML_PLATFORM_EXECUTOR=celery``): a real RabbitMQ broker, the
+production instance on PostgreSQL (``deploy/dagster.lake.yaml``), a lake warehouse, an MLflow
+server and two ``ml-platform-worker`` processes, each started in a directory of its own, sharing
+only those. Runs are launched through ``dagster dev`` (daemon, queued coordinator, code server).
+
+The runs ingest raw flights and weather: the dbt features are not built on a lake yet, so the
+selection leaves them out. The case marked ``month`` (``make test-month``) runs thirty daily runs
+four at a time with a reader polling the lake throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from ml_platform.automation.jobs import IN_ONE_PROCESS
+from ml_platform.automation.worker import worker_app
+from ml_platform.keys import RAW_DAILY, RAW_FLIGHTS, op_name
+from ml_platform.resources.warehouse_engines import WriteScope
+from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, throwaway_database
+from ml_platform_tests.lake_support import lake_catalog
+from ml_platform_tests.reliability.support import (
+    dagster_dev,
+    failure_messages,
+    max_overlap,
+    platform,
+    wait_for_runs,
+)
+from ml_platform_tests.reliability.test_concurrent_backfill import KEY, Reader, expected_keys, settle
+from ml_platform_tests.services import BIN, mlflow_server, process
+
+BROKER = os.environ.get("ML_PLATFORM_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
+HOST = socket.gethostname()
+FLIGHTS_STEP = op_name(RAW_FLIGHTS)
+RAW_STEPS = {op_name(key) for key in RAW_DAILY}
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
+
+
+def broker_or_skip() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        pytest.skip(f"no RabbitMQ answers at 127.0.0.1:5672 ({exc})")
+
+
+@contextmanager
+def celery_platform(tmp_path: Path, **instance_overrides) -> Iterator[tuple]:
+    """A platform on the lake with the Celery executor: (env, settings, instance, lake)."""
+    broker_or_skip()
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.lake.yaml").read_text())
+    config["run_monitoring"]["poll_interval_seconds"] = 2
+    config.update(instance_overrides)
+    with ExitStack() as stack:
+        dagster_db = stack.enter_context(throwaway_database("mlp_celery"))
+        lake = stack.enter_context(lake_catalog(tmp_path))
+        mlflow_url, _ = stack.enter_context(mlflow_server(tmp_path / "mlflow"))
+        variables = {
+            "ML_PLATFORM_WAREHOUSE": lake.database,
+            "ML_PLATFORM_LAKE_DATA_PATH": lake.data_path,
+            "ML_PLATFORM_EXECUTOR": "celery",
+            "ML_PLATFORM_CELERY_BROKER": BROKER,
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "DAGSTER_PG_HOST": PG_SERVER["host"],
+            "DAGSTER_PG_PORT": PG_SERVER["port"],
+            "DAGSTER_PG_USER": PG_SERVER["user"],
+            # Trust auth needs none; the instance config still requires a value to be set.
+            "DAGSTER_PG_PASSWORD": os.environ.get("PGPASSWORD", "postgres"),
+            "DAGSTER_PG_DB": dagster_db,
+            "DAGSTER_STORAGE_DIR": str(tmp_path / "storage" / "artifacts"),
+            "DAGSTER_COMPUTE_LOGS_DIR": str(tmp_path / "storage" / "compute_logs"),
+        }
+        env, settings, instance = stack.enter_context(
+            platform(tmp_path, instance_config=yaml.safe_dump(config), **variables)
+        )
+        yield env, settings, instance, lake
+
+
+@contextmanager
+def celery_workers(settings, root: Path, names: list[str]) -> Iterator[dict]:
+    """``ml-platform-worker`` processes, one pool process each, each in its own working
+    directory; yields their processes by node name once every one answers a ping."""
+    app = worker_app(settings)
+    app.control.purge()  # steps left over from an interrupted session belong to no live run
+    with ExitStack() as stack:
+        workers = {}
+        for name in names:
+            cwd = root / "workers" / name
+            cwd.mkdir(parents=True)
+            args = [str(BIN / "ml-platform-worker"), "--concurrency", "1", "--hostname", f"{name}@%h"]
+            workers[f"{name}@{HOST}"] = stack.enter_context(process(args, cwd / "worker.log", cwd=cwd))
+        deadline = time.monotonic() + 180
+        answered: set[str] = set()
+        while answered != set(workers):
+            for node, proc in workers.items():
+                assert proc.poll() is None, f"worker {node} exited: {(root / 'workers').glob('*/worker.log')}"
+            assert time.monotonic() < deadline, f"workers answering: {answered} of {set(workers)}"
+            answered = {node for reply in app.control.ping(timeout=1.0) for node in reply}
+        yield workers
+
+
+def launch(dev, day: str) -> str:
+    """A run of the ingestion job for ``day``, raw tables only, in the default executor's run
+    config (valid on Celery too)."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "ml_platform",
+            "repositoryName": "__repository__",
+            "jobName": "ingest_days",
+            "assetSelection": [{"path": key.path} for key in RAW_DAILY],
+        },
+        "runConfigData": IN_ONE_PROCESS,
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+    }
+    result = dev.graphql(LAUNCH, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def step_workers(instance, run_id: str) -> dict[str, str]:
+    """Step key -> the node name of the Celery worker that ran it (its engine event)."""
+    out = {}
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        event = record.event_log_entry.dagster_event
+        worker = event.engine_event_data.metadata.get("Celery worker")
+        if worker is not None:
+            out[event.step_key] = worker.value
+    return out
+
+
+def step_pids(instance, run_id: str) -> dict[str, int]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return {r.event_log_entry.dagster_event.step_key: r.event_log_entry.dagster_event.pid for r in records}
+
+
+def process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def lake_flights(lake, first: date, last: date) -> pd.DataFrame:
+    stored = lake.warehouse().query(
+        f"select {', '.join(KEY)}, count(*) as n from raw.flights "  # noqa: S608 - constants
+        "where flight_date between ? and ? group by all",
+        [first, last],
+    )
+    stored = stored.astype({"flight": "int64", "sched_dep_time": "int64"})
+    stored["flight_date"] = pd.to_datetime(stored["flight_date"]).dt.date
+    return stored
+
+
+def compare(lake, first: date, last: date) -> tuple[int, int, int, int]:
+    """(expected flights, lost, duplicated, unexpected) of the range in the lake."""
+    expected, stored = expected_keys(first, last), lake_flights(lake, first, last)
+    merged = expected.merge(stored, on=KEY, how="outer", indicator=True)
+    lost = int((merged["_merge"] == "left_only").sum())
+    unexpected = int((merged["_merge"] == "right_only").sum())
+    return len(expected), lost, int((stored["n"] - 1).sum()), unexpected
+
+
+def wait_for_step_on_worker(instance, run_id: str, step: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while step not in (workers := step_workers(instance, run_id)):
+        assert time.monotonic() < deadline, f"step {step} never started on a worker: {workers}"
+        time.sleep(0.5)
+    return workers[step]
+
+
+@pytest.mark.timeout(900)
+def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
+    """Runs' steps execute on both workers, in the workers' processes; a worker SIGKILLed while
+    it runs a step fails that run with a message naming the worker; the next run of that day
+    succeeds on the remaining worker and the day's flights are stored once."""
+    started = time.monotonic()
+    # Run retries off: the killed run's own failure is what is observed.
+    with celery_platform(tmp_path, run_retries={"enabled": False}) as (env, settings, instance, lake):
+        with celery_workers(settings, tmp_path, ["w1", "w2"]) as workers, dagster_dev("celery") as dev:
+            days = ["2013-01-01", "2013-01-02", "2013-01-03"]
+            run_ids = [launch(dev, day) for day in days]
+            runs = wait_for_runs(instance, run_ids, timeout=600, server=dev)
+            ran_on = {run_id: step_workers(instance, run_id) for run_id in run_ids}
+            pids = {run_id: step_pids(instance, run_id) for run_id in run_ids}
+            groups = {workers[node].pid for node in workers}
+            step_groups = {process_group(pid) for by_step in pids.values() for pid in by_step.values()}
+
+            # A worker lost while its step runs: the step waits on the day's lake lock, which
+            # this test holds, so the kill lands mid-step.
+            day = date(2013, 1, 4)
+            with lake.warehouse().engine.locked(WriteScope("raw.flights", (day,))):
+                killed_run = launch(dev, day.isoformat())
+                victim = wait_for_step_on_worker(instance, killed_run, FLIGHTS_STEP)
+                os.killpg(workers[victim].pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+            (killed,) = wait_for_runs(instance, [killed_run], timeout=300, server=dev)
+            noticed = time.monotonic() - killed_at
+            messages = failure_messages(instance, killed_run)
+            next_run = launch(dev, day.isoformat())
+            (after,) = wait_for_runs(instance, [next_run], timeout=300, server=dev)
+            survivor_ran = set(step_workers(instance, next_run).values())
+        expected, lost, duplicated, unexpected = compare(lake, date(2013, 1, 1), day)
+
+    used = Counter(node for steps in ran_on.values() for node in steps.values())
+    record(
+        fault="steps on two Celery workers; one worker SIGKILLed while it runs a step",
+        expected="steps run in the workers' processes, both used; the run with the lost step fails "
+        "naming the worker; the next run of that day succeeds; every flight once",
+        observed=(
+            f"{len(runs)} runs {Counter(r.status.value for r in runs)}, steps per worker {dict(used)}; "
+            f"killed run {killed.status.value} {noticed:.0f}s after the kill; next run "
+            f"{after.status.value} on {sorted(survivor_ran)}; {expected} flights, {lost} lost, "
+            f"{duplicated} duplicated, {unexpected} unexpected; {time.monotonic() - started:.0f}s"
+        ),
+        rows_lost=lost,
+        rows_duplicated=duplicated,
+    )
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
+    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
+    assert set(used) == set(workers), f"not every worker ran a step: {used}"
+    # Each step ran in a process of a worker's process group (its pool process), not in the run's.
+    assert step_groups <= groups, (pids, groups)
+    assert killed.status == dg.DagsterRunStatus.FAILURE
+    assert any(victim in m and "stopped answering" in m for m in messages), messages
+    assert after.status == dg.DagsterRunStatus.SUCCESS
+    assert survivor_ran and victim not in survivor_ran, survivor_ran
+    assert (lost, duplicated, unexpected) == (0, 0, 0)
+
+
+@pytest.mark.month
+@pytest.mark.timeout(1500)
+def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
+    """Thirty daily runs, four in flight, their steps on two workers, a reader polling the lake:
+    no run fails, every flight of the month is stored once."""
+    started = time.monotonic()
+    first, last = date(2013, 1, 1), date(2013, 1, 30)
+    days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    with celery_platform(tmp_path) as (env, settings, instance, lake):
+        with celery_workers(settings, tmp_path, ["w1", "w2"]) as workers, dagster_dev("celery-month") as dev:
+            # The lake exists before the first run (a reader cannot create it), as the file does
+            # once the first write made it: the file's reader waits for it instead.
+            with lake.warehouse().connection():
+                pass
+            reader = Reader(lake.warehouse(), pause=0.25)
+            reader.start()
+            run_ids = [launch(dev, day) for day in days]
+            runs = wait_for_runs(instance, run_ids, timeout=1200, server=dev)
+            every_run = settle(instance, dev)
+            reader.stop()
+        ran_on = {run_id: step_workers(instance, run_id) for run_id in run_ids}
+        used = Counter(node for steps in ran_on.values() for node in steps.values())
+        failed = {
+            r.run_id: failure_messages(instance, r.run_id) for r in every_run if r.status.value != "SUCCESS"
+        }
+        overlap = max_overlap(runs, instance)
+        expected, lost, duplicated, unexpected = compare(lake, first, last)
+    record(
+        fault=f"{len(days)} daily runs, 4 at a time through the daemon, steps on 2 Celery workers "
+        "on a lake, a reader polling throughout",
+        expected=f"0 failed runs; {expected} flights, each once; 0 reader errors",
+        observed=(
+            f"{len(every_run)} runs, {len(failed)} failed, up to {overlap} at once; steps per worker "
+            f"{dict(used)}; {lost} lost, {duplicated} duplicated, {unexpected} unexpected; "
+            f"{reader.reads} reads, {len(reader.errors)} reader errors; {time.monotonic() - started:.0f}s"
+        ),
+        rows_lost=lost,
+        rows_duplicated=duplicated,
+        runs=len(every_run),
+    )
+    assert not failed, failed
+    assert len(every_run) == len(days)
+    assert 2 <= overlap <= 4, overlap
+    assert set(used) == set(workers), used
+    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
+    assert (lost, duplicated, unexpected) == (0, 0, 0)
+    assert reader.reads > 0 and not reader.errors, reader.errors
