@@ -77,7 +77,8 @@ def _mounts(service: dict) -> dict[str, str]:
     """Container path -> source (a named volume, or a path relative to the repository)."""
     out = {}
     for spec in service.get("volumes", []):
-        source, target, *_ = spec.split(":")
+        # A source chosen in .env (`${DAGSTER_INSTANCE_YAML:-...}`) is read as its default here.
+        source, target, *_ = interpolate(spec, {}).split(":")
         out[target] = source
     return out
 

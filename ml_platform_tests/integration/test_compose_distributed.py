@@ -81,17 +81,15 @@ def test_workers_run_steps_with_the_code_servers_settings_and_volumes(services):
     assert {k: worker["environment"].get(k) for k in shared} == shared
     assert _mounts(worker) == _mounts(code)
 
+    # The platform's worker: the code server's settings, the broker from its environment.
     args = worker["command"]
-    assert args[:3] == ["dagster-celery", "worker", "start"]
-    assert _option(args, "-A", "--app") == "dagster_celery.app"
-    config = _option(args, "-y", "--config-yaml")
-    source = _mounts(worker)[config]
-    celery = yaml.safe_load((REPO_ROOT / source).read_text())
-    # The broker (with its password) comes from the environment the worker is given.
-    assert celery["execution"]["config"]["broker"] == {"env": "ML_PLATFORM_CELERY_BROKER"}
+    assert args[0] == "ml-platform-worker"
     assert worker["environment"]["ML_PLATFORM_CELERY_BROKER"]
-    name = _option(args, "-n", "--name")
+    name = _option(args, "--hostname", "-n").split("@")[0]
     assert f"-d {name}@$HOSTNAME" in " ".join(worker["healthcheck"]["test"])
+    # Every service reads the lake's instance configuration: days side by side, one run per day.
+    for service in ("code", "daemon", "webserver", "worker"):
+        assert _mounts(services[service])["/opt/dagster/home/dagster.yaml"] == "./deploy/dagster.lake.yaml"
 
 
 def test_the_code_server_and_workers_are_given_the_lake_and_the_broker(services, monkeypatch):
@@ -193,13 +191,11 @@ def test_the_documented_migration_fills_the_lake_the_services_are_given(services
 
 
 def test_the_worker_command_answers_on_the_real_broker(services, tmp_path):
-    """The worker's command and healthcheck as processes on this machine's RabbitMQ (guest)."""
-    pytest.importorskip("dagster_celery")
+    """The worker's command and healthcheck as processes on this machine's RabbitMQ (guest), with
+    the lake and MLflow settings the profile gives (nothing is written: no step is sent)."""
     worker = services["worker"]
-    config = _option(worker["command"], "-y", "--config-yaml")
     path = f"{BIN}:{os.environ['PATH']}"
     command = [shutil.which(worker["command"][0], path=path), *worker["command"][1:]]
-    command[command.index(config)] = str(REPO_ROOT / _mounts(worker)[config])
     broker = "pyamqp://guest:guest@127.0.0.1:5672//"
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 5672)) != 0:
@@ -210,17 +206,26 @@ def test_the_worker_command_answers_on_the_real_broker(services, tmp_path):
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
+            "ML_PLATFORM_EXECUTOR": "celery",
             "ML_PLATFORM_CELERY_BROKER": broker,
+            "ML_PLATFORM_WAREHOUSE": worker["environment"]["ML_PLATFORM_WAREHOUSE"],
+            "ML_PLATFORM_LAKE_DATA_PATH": str(tmp_path / "lake") + "/",
+            "MLFLOW_TRACKING_URI": worker["environment"]["MLFLOW_TRACKING_URI"],
             "PATH": path,
         }
         (home / "dagster.yaml").touch()
         started = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tmp_path,
         )
         try:
             health = worker["healthcheck"]["test"][1].replace("$$", "$")
             env["HOSTNAME"] = socket.gethostname()
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 120
             while True:
                 check = subprocess.run(
                     ["sh", "-c", health], env=env, capture_output=True, text=True, timeout=60
