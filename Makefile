@@ -13,7 +13,7 @@ DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EVENT_BATCH_SIZE
 DATA_DIR := $(CURDIR)/data
 
-.PHONY: check lock setup platform-env worker dev test test-readme test-release fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench
+.PHONY: check lock setup platform-env worker dev test test-readme test-release fuzz test-month test-year test-stock test-conformance lint manifest clean browser bench bench-distributed
 
 setup: $(STAMP) $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -142,6 +142,11 @@ check: setup
 # Benchmarks: numbers, never a pass/fail; writes benchmarks/results/latest.{md,json}.
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The year of daily runs on the lake with Celery workers against the single-writer file, side by
+# side (about five hours on two cores; PostgreSQL and RabbitMQ); merged into the latest results.
+bench-distributed: setup
+	$(BIN)/python -m benchmarks --only distributed --distributed-days 365 --merge $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check ml_platform ml_platform_tests

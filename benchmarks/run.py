@@ -38,7 +38,7 @@ class Plan:
     sample_days: int = 6
     pg_sample_days: int = 3
     latency_days: int = 5
-    distributed_days: int = 365
+    distributed_days: int = 30
     import_runs: int = 5
     webserver_runs: int = 3
     sizes: tuple[int, ...] = (1, 4, 16)
