@@ -213,6 +213,8 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
             (after,) = wait_for_runs(instance, [next_run], timeout=300, server=dev)
             survivor_ran = set(step_workers(instance, next_run).values())
         expected, lost, duplicated, unexpected = compare(lake, date(2013, 1, 1), day)
+    # A worker leaves nothing in its working directory but the log this test sends there.
+    left = {d.name: sorted(p.name for p in d.iterdir()) for d in (tmp_path / "workers").iterdir()}
 
     used = Counter(node for steps in ran_on.values() for node in steps.values())
     record(
@@ -238,6 +240,7 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
     assert after.status == dg.DagsterRunStatus.SUCCESS
     assert survivor_ran and victim not in survivor_ran, survivor_ran
     assert (lost, duplicated, unexpected) == (0, 0, 0)
+    assert left == {"w1": ["worker.log"], "w2": ["worker.log"]}, left
 
 
 @pytest.mark.month
