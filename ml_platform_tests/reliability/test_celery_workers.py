@@ -29,6 +29,7 @@ from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.automation.worker import worker_app
 from ml_platform.keys import RAW_DAILY, RAW_FLIGHTS, op_name
 from ml_platform.resources.warehouse_engines import WriteScope
+from ml_platform.runtime.guard import CELERY_WATCH
 from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, throwaway_database
 from ml_platform_tests.lake_support import lake_catalog
 from ml_platform_tests.reliability.support import (
@@ -181,6 +182,9 @@ def wait_for_step_on_worker(instance, run_id: str, step: str, timeout: float = 1
     return workers[step]
 
 
+@pytest.mark.skipif(
+    not CELERY_WATCH.on(), reason="without the celery_watch accelerator a lost worker's run waits forever"
+)
 @pytest.mark.timeout(900)
 def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
     """Runs' steps execute on both workers, in the workers' processes; a worker SIGKILLed while
