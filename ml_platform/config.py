@@ -104,10 +104,11 @@ class Settings:
     fit_threads: int
     # Where small Python objects (candidate summaries, gate decisions) are stored: a directory,
     # or a URL (s3://, gs://, ...) every step of a run can reach.
-    objects_path: str = ""
-    executor: str = "multiprocess"
+    objects_path: str
+    # ML_PLATFORM_EXECUTOR: one of EXECUTORS.
+    executor: str
     # Celery's result backend (rpc:// or redis://...); the broker is read from CELERY_BROKER_ENV.
-    celery_backend: str = "rpc://"
+    celery_backend: str
 
     @property
     def warehouse_is_lake(self) -> bool:

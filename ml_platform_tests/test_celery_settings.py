@@ -10,6 +10,7 @@ import yaml
 from ml_platform.automation.execution import celery_executor_config
 from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.automation.worker import main as worker_main
+from ml_platform.automation.worker import worker_argv
 from ml_platform.config import SettingsError, load_settings
 from ml_platform.definitions import build_definitions
 from ml_platform.resources import build_resources
@@ -104,3 +105,14 @@ def test_the_lake_instance_is_production_but_for_concurrency():
     assert per_day == [{"key": "dagster/partition", "limit": 1, "value": {"applyLimitPerUniqueValue": True}}]
     # Every root writer of every run in flight gets a slot: the pool never serializes days.
     assert concurrency["pools"]["default_limit"] >= 2 * runs["max_concurrent_runs"]
+
+
+def test_the_worker_keeps_the_prefork_pool_and_a_name_of_its_own():
+    argv = worker_argv(["--concurrency", "2"])
+    assert argv[argv.index("--pool") + 1] == "prefork"
+    assert argv[argv.index("--queues") + 1] == "dagster"
+    assert argv[argv.index("--hostname") + 1].startswith("ml-platform-")
+    assert "--hostname" not in worker_argv(["-n", "w1@%h"])
+    for refused in (["--pool", "solo"], ["-P", "threads"], ["--pool=solo"]):
+        with pytest.raises(SystemExit, match="not supported"):
+            worker_argv(refused)

@@ -40,7 +40,17 @@ def worker_app(settings: Settings):
 
 def worker_argv(args: list[str]) -> list[str]:
     """``celery worker`` arguments: the step queue, a prefork pool (its main process answers the
-    run's pings while a step runs), a node name of its own unless given."""
+    run's pings while a step runs), a node name of its own unless given. Another pool is refused:
+    a solo worker busy with a long step answers no ping, and its run would count it lost."""
+    for i, arg in enumerate(args):
+        pool = arg.split("=", 1)[1] if arg.startswith("--pool=") else None
+        if arg in ("-P", "--pool") and i + 1 < len(args):
+            pool = args[i + 1]
+        if pool is not None and pool != "prefork":
+            raise SystemExit(
+                f"ml-platform-worker: --pool {pool} is not supported: workers run the prefork pool, "
+                "whose main process answers the runs' pings while a step runs"
+            )
     argv = ["worker", "--loglevel=INFO", "--queues", QUEUE, "--pool", "prefork", "--without-mingle"]
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in args):
         argv += ["--hostname", f"ml-platform-{os.getpid()}@%h"]
