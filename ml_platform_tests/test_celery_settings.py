@@ -116,3 +116,32 @@ def test_the_worker_keeps_the_prefork_pool_and_a_name_of_its_own():
     for refused in (["--pool", "solo"], ["-P", "threads"], ["--pool=solo"]):
         with pytest.raises(SystemExit, match="not supported"):
             worker_argv(refused)
+
+
+def test_production_on_the_lake_and_celery_has_what_make_dev_has(settings, celery_env, tmp_path):
+    """The same assets, checks, jobs, sensors and schedules as the default location: only where
+    steps run and where tables live differ."""
+    local = build_definitions(settings)
+    celery_env.setenv("ML_PLATFORM_ENV", "prod")
+    celery_env.setenv("ML_PLATFORM_DATA_DIR", str(tmp_path / "prod-data"))
+    celery_env.setenv("ML_PLATFORM_LANDING_ROOT", str(tmp_path / "landing"))
+    prod_settings = load_settings()
+    assert (prod_settings.env, prod_settings.executor, prod_settings.warehouse_is_lake) == (
+        "prod",
+        "celery",
+        True,
+    )
+    prod = build_definitions(prod_settings)
+
+    def shape(defs: dg.Definitions) -> dict:
+        graph = defs.resolve_asset_graph()
+        return {
+            "assets": set(graph.get_all_asset_keys()),
+            "checks": set(graph.asset_check_keys),
+            "jobs": {job.name for job in defs.resolve_all_job_defs()},
+            "sensors": {sensor.name for sensor in defs.sensors or []},
+            "schedules": {schedule.name for schedule in defs.schedules or []},
+        }
+
+    assert shape(prod) == shape(local)
+    assert prod.resolve_job_def("retrain").executor_def.name == "celery_executor"
