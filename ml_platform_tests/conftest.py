@@ -113,6 +113,40 @@ def throwaway_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
+def throwaway_broker(prefix: str = "mlp") -> Iterator[str]:
+    """A broker URL on this machine's RabbitMQ with a virtual host of its own (deleted afterwards):
+    steps sent there reach only the workers started on it, never another test's. Skips where no
+    RabbitMQ answers or ``rabbitmqctl`` cannot be run."""
+    import shutil
+    import socket
+    import subprocess
+    import uuid
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        pytest.skip(f"no RabbitMQ answers at 127.0.0.1:5672 ({exc})")
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ctl, *args], capture_output=True, text=True, timeout=120)
+
+    try:
+        made = run("add_vhost", name)
+    except OSError as exc:
+        pytest.skip(f"cannot run rabbitmqctl to make a virtual host ({exc})")
+    if made.returncode != 0:
+        pytest.skip(f"rabbitmqctl add_vhost failed: {made.stderr.strip()[:200]}")
+    try:
+        granted = run("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        assert granted.returncode == 0, granted.stderr
+        yield f"pyamqp://guest:guest@127.0.0.1:5672/{name}"
+    finally:
+        run("delete_vhost", name)
+
+
+@contextmanager
 def production_instance(home: Path, plain: bool = False) -> Iterator[DagsterInstance]:
     """An instance on the production storage (deploy/dagster.yaml; ``plain``: Dagster's own
     ``storage: postgres``) in a new PostgreSQL database (``throwaway_database``)."""

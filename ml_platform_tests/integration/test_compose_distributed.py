@@ -20,7 +20,13 @@ import duckdb
 import pytest
 import yaml
 
-from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, local_instance, throwaway_database
+from ml_platform_tests.conftest import (
+    PG_SERVER,
+    REPO_ROOT,
+    local_instance,
+    throwaway_broker,
+    throwaway_database,
+)
 from ml_platform_tests.integration import compose_files as cf
 from ml_platform_tests.integration.compose_files import DAGSTER_SERVICES, DEPLOY, active_services
 
@@ -196,13 +202,10 @@ def test_the_worker_command_answers_on_the_real_broker(services, tmp_path):
     worker = services["worker"]
     path = f"{BIN}:{os.environ['PATH']}"
     command = [shutil.which(worker["command"][0], path=path), *worker["command"][1:]]
-    broker = "pyamqp://guest:guest@127.0.0.1:5672//"
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 5672)) != 0:
-            pytest.skip("no RabbitMQ answers at 127.0.0.1:5672")
     home = tmp_path / "home"
     home.mkdir()
-    with local_instance(home):
+    # A virtual host of its own: the worker must not take steps of another test's runs.
+    with throwaway_broker("mlp_compose") as broker, local_instance(home):
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
