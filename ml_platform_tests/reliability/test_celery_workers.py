@@ -12,9 +12,12 @@ champion on the lake and scores every day of the month.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -51,7 +54,7 @@ from ml_platform_tests.reliability.test_concurrent_backfill import (
 )
 from ml_platform_tests.services import BIN, mlflow_server, process
 
-BROKER = os.environ.get("ML_PLATFORM_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
+RABBITMQ = "pyamqp://guest:guest@127.0.0.1:5672/"
 HOST = socket.gethostname()
 FLIGHTS_STEP = op_name(RAW_FLIGHTS)
 FEATURES_STEP = "dbt_features"
@@ -69,14 +72,34 @@ def broker_or_skip() -> None:
 
 
 @contextmanager
+def broker() -> Iterator[str]:
+    """``ML_PLATFORM_TEST_BROKER``, or a RabbitMQ virtual host made for the case and deleted
+    afterwards: on the shared host, workers of another platform using the broker take the case's
+    steps and fail them in their own environment (and its purge drops theirs)."""
+    broker_or_skip()
+    ctl = shutil.which("rabbitmqctl")
+    if "ML_PLATFORM_TEST_BROKER" in os.environ or ctl is None:
+        yield os.environ.get("ML_PLATFORM_TEST_BROKER", RABBITMQ + "/")
+        return
+    vhost = f"mlp_test_{uuid.uuid4().hex[:8]}"
+    subprocess.run([ctl, "--quiet", "add_vhost", vhost], check=True, capture_output=True, timeout=120)
+    try:
+        grant = [ctl, "--quiet", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]
+        subprocess.run(grant, check=True, capture_output=True, timeout=120)
+        yield RABBITMQ + vhost
+    finally:
+        subprocess.run([ctl, "--quiet", "delete_vhost", vhost], capture_output=True, timeout=120)
+
+
+@contextmanager
 def celery_platform(tmp_path: Path, gate: dict | None = None, **instance_overrides) -> Iterator[tuple]:
     """A platform on the lake with the Celery executor: (env, settings, instance, lake); ``gate``
     holds promotion settings for a case that trains."""
-    broker_or_skip()
     config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.lake.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 2
     config.update(instance_overrides)
     with ExitStack() as stack:
+        celery_broker = stack.enter_context(broker())
         dagster_db = stack.enter_context(throwaway_database("mlp_celery"))
         lake = stack.enter_context(lake_catalog(tmp_path))
         mlflow_url, _ = stack.enter_context(mlflow_server(tmp_path / "mlflow"))
@@ -84,7 +107,7 @@ def celery_platform(tmp_path: Path, gate: dict | None = None, **instance_overrid
             "ML_PLATFORM_WAREHOUSE": lake.database,
             "ML_PLATFORM_LAKE_DATA_PATH": lake.data_path,
             "ML_PLATFORM_EXECUTOR": "celery",
-            "ML_PLATFORM_CELERY_BROKER": BROKER,
+            "ML_PLATFORM_CELERY_BROKER": celery_broker,
             "MLFLOW_TRACKING_URI": mlflow_url,
             "DAGSTER_PG_HOST": PG_SERVER["host"],
             "DAGSTER_PG_PORT": PG_SERVER["port"],
