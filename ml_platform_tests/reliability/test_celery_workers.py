@@ -3,17 +3,21 @@ production instance on PostgreSQL (``deploy/dagster.lake.yaml``), a lake warehou
 server and two ``ml-platform-worker`` processes, each started in a directory of its own, sharing
 only those. Runs are launched through ``dagster dev`` (daemon, queued coordinator, code server).
 
-The runs ingest raw flights and weather: the dbt features are not built on a lake yet, so the
-selection leaves them out. The case marked ``month`` (``make test-month``) runs thirty daily runs
-four at a time with a reader polling the lake throughout.
+The runs are the whole ingestion job: raw flights, raw weather and the dbt features built from
+them, with their checks, every step on a worker. The case marked ``month`` (``make test-month``)
+runs thirty daily runs four at a time with a reader polling the lake throughout, then trains a
+champion on the lake and scores every day of the month.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +31,9 @@ import yaml
 
 from ml_platform.automation.jobs import IN_ONE_PROCESS
 from ml_platform.automation.worker import worker_app
+from ml_platform.ingestion.assets import raw_reference_assets
 from ml_platform.keys import RAW_DAILY, RAW_FLIGHTS, op_name
+from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse_engines import WriteScope
 from ml_platform.runtime.guard import CELERY_WATCH
 from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, throwaway_database
@@ -39,13 +45,20 @@ from ml_platform_tests.reliability.support import (
     platform,
     wait_for_runs,
 )
-from ml_platform_tests.reliability.test_concurrent_backfill import KEY, Reader, expected_keys, settle
+from ml_platform_tests.reliability.test_concurrent_backfill import (
+    KEY,
+    Reader,
+    expected_keys,
+    score_every_day,
+    settle,
+)
 from ml_platform_tests.services import BIN, mlflow_server, process
 
-BROKER = os.environ.get("ML_PLATFORM_TEST_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
+RABBITMQ = "pyamqp://guest:guest@127.0.0.1:5672/"
 HOST = socket.gethostname()
 FLIGHTS_STEP = op_name(RAW_FLIGHTS)
-RAW_STEPS = {op_name(key) for key in RAW_DAILY}
+FEATURES_STEP = "dbt_features"
+STEPS = {op_name(key) for key in RAW_DAILY} | {FEATURES_STEP}
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
@@ -59,13 +72,34 @@ def broker_or_skip() -> None:
 
 
 @contextmanager
-def celery_platform(tmp_path: Path, **instance_overrides) -> Iterator[tuple]:
-    """A platform on the lake with the Celery executor: (env, settings, instance, lake)."""
+def broker() -> Iterator[str]:
+    """``ML_PLATFORM_TEST_BROKER``, or a RabbitMQ virtual host made for the case and deleted
+    afterwards: on the shared host, workers of another platform using the broker take the case's
+    steps and fail them in their own environment (and its purge drops theirs)."""
     broker_or_skip()
+    ctl = shutil.which("rabbitmqctl")
+    if "ML_PLATFORM_TEST_BROKER" in os.environ or ctl is None:
+        yield os.environ.get("ML_PLATFORM_TEST_BROKER", RABBITMQ + "/")
+        return
+    vhost = f"mlp_test_{uuid.uuid4().hex[:8]}"
+    subprocess.run([ctl, "--quiet", "add_vhost", vhost], check=True, capture_output=True, timeout=120)
+    try:
+        grant = [ctl, "--quiet", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]
+        subprocess.run(grant, check=True, capture_output=True, timeout=120)
+        yield RABBITMQ + vhost
+    finally:
+        subprocess.run([ctl, "--quiet", "delete_vhost", vhost], capture_output=True, timeout=120)
+
+
+@contextmanager
+def celery_platform(tmp_path: Path, gate: dict | None = None, **instance_overrides) -> Iterator[tuple]:
+    """A platform on the lake with the Celery executor: (env, settings, instance, lake); ``gate``
+    holds promotion settings for a case that trains."""
     config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.lake.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 2
     config.update(instance_overrides)
     with ExitStack() as stack:
+        celery_broker = stack.enter_context(broker())
         dagster_db = stack.enter_context(throwaway_database("mlp_celery"))
         lake = stack.enter_context(lake_catalog(tmp_path))
         mlflow_url, _ = stack.enter_context(mlflow_server(tmp_path / "mlflow"))
@@ -73,7 +107,7 @@ def celery_platform(tmp_path: Path, **instance_overrides) -> Iterator[tuple]:
             "ML_PLATFORM_WAREHOUSE": lake.database,
             "ML_PLATFORM_LAKE_DATA_PATH": lake.data_path,
             "ML_PLATFORM_EXECUTOR": "celery",
-            "ML_PLATFORM_CELERY_BROKER": BROKER,
+            "ML_PLATFORM_CELERY_BROKER": celery_broker,
             "MLFLOW_TRACKING_URI": mlflow_url,
             "DAGSTER_PG_HOST": PG_SERVER["host"],
             "DAGSTER_PG_PORT": PG_SERVER["port"],
@@ -83,6 +117,7 @@ def celery_platform(tmp_path: Path, **instance_overrides) -> Iterator[tuple]:
             "DAGSTER_PG_DB": dagster_db,
             "DAGSTER_STORAGE_DIR": str(tmp_path / "storage" / "artifacts"),
             "DAGSTER_COMPUTE_LOGS_DIR": str(tmp_path / "storage" / "compute_logs"),
+            **(gate or {}),
         }
         env, settings, instance = stack.enter_context(
             platform(tmp_path, instance_config=yaml.safe_dump(config), **variables)
@@ -114,14 +149,13 @@ def celery_workers(settings, root: Path, names: list[str]) -> Iterator[dict]:
 
 
 def launch(dev, day: str) -> str:
-    """A run of the ingestion job for ``day``, raw tables only, in the default executor's run
-    config (valid on Celery too)."""
+    """A run of the ingestion job for ``day`` in the default executor's run config (valid on
+    Celery too)."""
     params = {
         "selector": {
             "repositoryLocationName": "ml_platform",
             "repositoryName": "__repository__",
             "jobName": "ingest_days",
-            "assetSelection": [{"path": key.path} for key in RAW_DAILY],
         },
         "runConfigData": IN_ONE_PROCESS,
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
@@ -174,6 +208,23 @@ def compare(lake, first: date, last: date) -> tuple[int, int, int, int]:
     return len(expected), lost, int((stored["n"] - 1).sum()), unexpected
 
 
+def features(lake, first: date, last: date) -> tuple[int, int]:
+    """(feature rows, distinct flight ids) of the range in the lake."""
+    counts = lake.warehouse().query(
+        "select count(*) as n, count(distinct flight_id) as ids from features.flight_features "
+        "where flight_date between ? and ?",
+        [first, last],
+    )
+    return int(counts.n.iloc[0]), int(counts.ids.iloc[0])
+
+
+def load_reference(settings, instance) -> None:
+    """Planes, airports and airlines, which the features join: loaded once, before the days (the
+    lake exists from then on, as a reader needs)."""
+    resources = build_resources(settings)
+    assert dg.materialize(raw_reference_assets, resources=resources, instance=instance).success
+
+
 def wait_for_step_on_worker(instance, run_id: str, step: str, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while step not in (workers := step_workers(instance, run_id)):
@@ -193,6 +244,7 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
     started = time.monotonic()
     # Run retries off: the killed run's own failure is what is observed.
     with celery_platform(tmp_path, run_retries={"enabled": False}) as (env, settings, instance, lake):
+        load_reference(settings, instance)
         with celery_workers(settings, tmp_path, ["w1", "w2"]) as workers, dagster_dev("celery") as dev:
             days = ["2013-01-01", "2013-01-02", "2013-01-03"]
             run_ids = [launch(dev, day) for day in days]
@@ -219,26 +271,28 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
             same_day_overlap = max_overlap(after, instance)
             survivor_ran = {node for run_id in next_runs for node in step_workers(instance, run_id).values()}
         expected, lost, duplicated, unexpected = compare(lake, date(2013, 1, 1), day)
+        feature_rows, feature_ids = features(lake, date(2013, 1, 1), day)
     # A worker leaves nothing in its working directory but the log this test sends there.
     left = {d.name: sorted(p.name for p in d.iterdir()) for d in (tmp_path / "workers").iterdir()}
 
     used = Counter(node for steps in ran_on.values() for node in steps.values())
     record(
         fault="steps on two Celery workers; one worker SIGKILLed while it runs a step",
-        expected="steps run in the workers' processes, both used; the run with the lost step fails "
-        "naming the worker; the day's next runs succeed, one at a time; every flight once",
+        expected="steps, the dbt features' included, run in the workers' processes, both used; the run "
+        "with the lost step fails naming the worker; the day's next runs succeed, one at a time; every "
+        "flight once, with one feature row",
         observed=(
             f"{len(runs)} runs {Counter(r.status.value for r in runs)}, steps per worker {dict(used)}; "
             f"killed run {killed.status.value} {noticed:.0f}s after the kill; the day's next two runs "
             f"{[r.status.value for r in after]} on {sorted(survivor_ran)}, up to {same_day_overlap} at "
-            f"once; {expected} flights, {lost} lost, "
-            f"{duplicated} duplicated, {unexpected} unexpected; {time.monotonic() - started:.0f}s"
+            f"once; {expected} flights, {lost} lost, {duplicated} duplicated, {unexpected} unexpected; "
+            f"{feature_rows} feature rows ({feature_ids} distinct); {time.monotonic() - started:.0f}s"
         ),
         rows_lost=lost,
         rows_duplicated=duplicated,
     )
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
-    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
+    assert all(STEPS <= set(steps) for steps in ran_on.values()), ran_on
     assert set(used) == set(workers), f"not every worker ran a step: {used}"
     # Each step ran in a process of a worker's process group (its pool process), not in the run's.
     assert step_groups <= groups, (pids, groups)
@@ -248,6 +302,7 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
     assert same_day_overlap == 1
     assert survivor_ran and victim not in survivor_ran, survivor_ran
     assert (lost, duplicated, unexpected) == (0, 0, 0)
+    assert feature_rows == feature_ids == expected, (feature_rows, feature_ids, expected)
     assert left == {"w1": ["worker.log"], "w2": ["worker.log"]}, left
 
 
@@ -255,16 +310,17 @@ def test_steps_run_on_workers_and_a_lost_worker_fails_its_run(tmp_path, record):
 @pytest.mark.timeout(1500)
 def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
     """Thirty daily runs, four in flight, their steps on two workers, a reader polling the lake:
-    no run fails, every flight of the month is stored once."""
+    no run fails, every flight of the month is stored once with its features; a champion trained
+    on the lake then scores every flight of the month."""
     started = time.monotonic()
     first, last = date(2013, 1, 1), date(2013, 1, 30)
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    with celery_platform(tmp_path) as (env, settings, instance, lake):
+    gate = {"ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5"}
+    with celery_platform(tmp_path, gate) as (env, settings, instance, lake):
+        # The lake exists before the first run (a reader cannot create it), as the file does
+        # once the first write made it: the file's reader waits for it instead.
+        load_reference(settings, instance)
         with celery_workers(settings, tmp_path, ["w1", "w2"]) as workers, dagster_dev("celery-month") as dev:
-            # The lake exists before the first run (a reader cannot create it), as the file does
-            # once the first write made it: the file's reader waits for it instead.
-            with lake.warehouse().connection():
-                pass
             reader = Reader(lake.warehouse(), pause=0.25)
             reader.start()
             run_ids = [launch(dev, day) for day in days]
@@ -278,14 +334,19 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
         }
         overlap = max_overlap(runs, instance)
         expected, lost, duplicated, unexpected = compare(lake, first, last)
+        feature_rows, feature_ids = features(lake, first, last)
+        scored = score_every_day(settings, instance, lake.warehouse(), first, last)
     record(
         fault=f"{len(days)} daily runs, 4 at a time through the daemon, steps on 2 Celery workers "
-        "on a lake, a reader polling throughout",
-        expected=f"0 failed runs; {expected} flights, each once; 0 reader errors",
+        "on a lake, a reader polling throughout; a champion trained on the lake scores the month",
+        expected=f"0 failed runs; {expected} flights, each once; features for all; 0 reader errors; "
+        "a prediction for every flight",
         observed=(
             f"{len(every_run)} runs, {len(failed)} failed, up to {overlap} at once; steps per worker "
             f"{dict(used)}; {lost} lost, {duplicated} duplicated, {unexpected} unexpected; "
-            f"{reader.reads} reads, {len(reader.errors)} reader errors; {time.monotonic() - started:.0f}s"
+            f"{feature_rows} feature rows ({feature_ids} distinct); {reader.reads} reads, "
+            f"{len(reader.errors)} reader errors; {scored.n} predictions ({scored.ids} distinct flights, "
+            f"{scored.versions} model versions); {time.monotonic() - started:.0f}s"
         ),
         rows_lost=lost,
         rows_duplicated=duplicated,
@@ -295,6 +356,9 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
     assert len(every_run) == len(days)
     assert 2 <= overlap <= 4, overlap
     assert set(used) == set(workers), used
-    assert all(RAW_STEPS <= set(steps) for steps in ran_on.values()), ran_on
+    assert all(STEPS <= set(steps) for steps in ran_on.values()), ran_on
     assert (lost, duplicated, unexpected) == (0, 0, 0)
+    assert feature_rows == feature_ids == expected, (feature_rows, feature_ids, expected)
     assert reader.reads > 0 and not reader.errors, reader.errors
+    assert int(scored.n) == int(scored.ids) == expected, scored
+    assert int(scored.versions) == 1, scored

@@ -20,6 +20,7 @@ import threading
 import time
 from contextlib import closing
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -223,14 +224,15 @@ def backfill(tmp_path, first: date, last: date, record, *, score: bool = False) 
             assert int(scored.versions) == 1
 
 
-def score_every_day(settings, instance, warehouse: Path, first: date, last: date) -> pd.Series:
+def score_every_day(settings, instance, warehouse, first: date, last: date) -> pd.Series:
     """Train a champion on three weeks of January, then score every day of the range in one
-    single-run backfill of the predictions asset."""
+    single-run backfill of the predictions asset. ``warehouse`` is the file's path, or a
+    ``Warehouse`` resource (a lake)."""
     assert train(settings, instance, training_config("2013-01-22", window_days=14, holdout_days=7)).success
     result = predict_range(settings, instance, first.isoformat(), last.isoformat())
     assert result.success
-    return query(
-        warehouse,
+    read = partial(query, warehouse) if isinstance(warehouse, Path) else warehouse.query
+    return read(
         "select count(*) as n, count(distinct flight_id) as ids, count(distinct model_version) as versions "
         "from serving.predictions where flight_date between ? and ?",
         [first, last],
