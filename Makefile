@@ -104,7 +104,7 @@ fuzz: setup
 # Thirty days as concurrent daily runs through the daemon, then scored; and thirty days with their
 # steps on two Celery workers over a lake (CI runs both).
 test-month: setup
-	$(BIN)/python -m pytest -m month $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m month -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The cases marked `year`: all of 2013 in one run, then every day of it as its own run through the
 # daemon, four at a time (about 25 min on two cores; before a release).

@@ -12,12 +12,9 @@ champion on the lake and scores every day of the month.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,7 +33,7 @@ from ml_platform.keys import RAW_DAILY, RAW_FLIGHTS, op_name
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse_engines import WriteScope
 from ml_platform.runtime.guard import CELERY_WATCH
-from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, throwaway_database
+from ml_platform_tests.conftest import PG_SERVER, REPO_ROOT, throwaway_broker, throwaway_database
 from ml_platform_tests.lake_support import lake_catalog
 from ml_platform_tests.reliability.support import (
     dagster_dev,
@@ -54,7 +51,6 @@ from ml_platform_tests.reliability.test_concurrent_backfill import (
 )
 from ml_platform_tests.services import BIN, mlflow_server, process
 
-RABBITMQ = "pyamqp://guest:guest@127.0.0.1:5672/"
 HOST = socket.gethostname()
 FLIGHTS_STEP = op_name(RAW_FLIGHTS)
 FEATURES_STEP = "dbt_features"
@@ -62,33 +58,6 @@ STEPS = {op_name(key) for key in RAW_DAILY} | {FEATURES_STEP}
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
   ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
   ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
-
-
-def broker_or_skip() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
-    except OSError as exc:
-        pytest.skip(f"no RabbitMQ answers at 127.0.0.1:5672 ({exc})")
-
-
-@contextmanager
-def broker() -> Iterator[str]:
-    """``ML_PLATFORM_TEST_BROKER``, or a RabbitMQ virtual host made for the case and deleted
-    afterwards: on the shared host, workers of another platform using the broker take the case's
-    steps and fail them in their own environment (and its purge drops theirs)."""
-    broker_or_skip()
-    ctl = shutil.which("rabbitmqctl")
-    if "ML_PLATFORM_TEST_BROKER" in os.environ or ctl is None:
-        yield os.environ.get("ML_PLATFORM_TEST_BROKER", RABBITMQ + "/")
-        return
-    vhost = f"mlp_test_{uuid.uuid4().hex[:8]}"
-    subprocess.run([ctl, "--quiet", "add_vhost", vhost], check=True, capture_output=True, timeout=120)
-    try:
-        grant = [ctl, "--quiet", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]
-        subprocess.run(grant, check=True, capture_output=True, timeout=120)
-        yield RABBITMQ + vhost
-    finally:
-        subprocess.run([ctl, "--quiet", "delete_vhost", vhost], capture_output=True, timeout=120)
 
 
 @contextmanager
@@ -99,7 +68,7 @@ def celery_platform(tmp_path: Path, gate: dict | None = None, **instance_overrid
     config["run_monitoring"]["poll_interval_seconds"] = 2
     config.update(instance_overrides)
     with ExitStack() as stack:
-        celery_broker = stack.enter_context(broker())
+        celery_broker = stack.enter_context(throwaway_broker("mlp_celery"))
         dagster_db = stack.enter_context(throwaway_database("mlp_celery"))
         lake = stack.enter_context(lake_catalog(tmp_path))
         mlflow_url, _ = stack.enter_context(mlflow_server(tmp_path / "mlflow"))
