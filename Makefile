@@ -107,7 +107,8 @@ test-month: setup
 	$(BIN)/python -m pytest -m month -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The cases marked `year`: all of 2013 in one run, then every day of it as its own run through the
-# daemon, four at a time (about 25 min on two cores; before a release).
+# daemon, four at a time, on the DuckDB file (about 25 min on two cores) and on a lake with two
+# Celery workers; before a release.
 test-year: setup
 	$(BIN)/python -m pytest -m year $(PYTEST_ARGS)
 

@@ -281,8 +281,20 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
     """Thirty daily runs, four in flight, their steps on two workers, a reader polling the lake:
     no run fails, every flight of the month is stored once with its features; a champion trained
     on the lake then scores every flight of the month."""
+    concurrent_days(tmp_path, record, date(2013, 1, 1), date(2013, 1, 30))
+
+
+@pytest.mark.year
+@pytest.mark.timeout(4 * 3600)
+def test_the_whole_year_as_concurrent_runs_on_celery_workers(tmp_path, record):
+    """All 365 days of 2013 the same way: exactly 336,776 flights, each once, each with its
+    features and its prediction."""
+    assert len(expected_keys(date(2013, 1, 1), date(2013, 12, 31))) == 336_776
+    concurrent_days(tmp_path, record, date(2013, 1, 1), date(2013, 12, 31))
+
+
+def concurrent_days(tmp_path: Path, record, first: date, last: date) -> None:
     started = time.monotonic()
-    first, last = date(2013, 1, 1), date(2013, 1, 30)
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     gate = {"ML_PLATFORM_PROMOTION_AUC_FLOOR": "0.5"}
     with celery_platform(tmp_path, gate) as (env, settings, instance, lake):
@@ -293,7 +305,7 @@ def test_thirty_days_as_concurrent_runs_on_celery_workers(tmp_path, record):
             reader = Reader(lake.warehouse(), pause=0.25)
             reader.start()
             run_ids = [launch(dev, day) for day in days]
-            runs = wait_for_runs(instance, run_ids, timeout=1200, server=dev)
+            runs = wait_for_runs(instance, run_ids, timeout=300 + 30 * len(days), server=dev)
             every_run = settle(instance, dev)
             reader.stop()
         ran_on = {run_id: step_workers(instance, run_id) for run_id in run_ids}
