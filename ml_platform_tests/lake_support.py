@@ -66,11 +66,13 @@ def by_day(where: Where) -> dict[date, list[int]]:
     }
 
 
-def write(where: Where, instance, frame, *, partition, last=None):
+def write(where: Where, instance, frame, *, partition, last=None, key=("scratch", "readings"), metadata=None):
+    """Materialize ``frame`` as a daily-partitioned asset through the warehouse IO manager."""
+
     @asset(
-        key=AssetKey(["scratch", "readings"]),
+        key=AssetKey(list(key)),
         partitions_def=PARTS,
-        metadata={"partition_expr": "reading_date"},
+        metadata=metadata if metadata is not None else {"partition_expr": "reading_date"},
     )
     def _readings() -> pd.DataFrame:
         return frame

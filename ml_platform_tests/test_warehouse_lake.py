@@ -35,6 +35,9 @@ def test_partitions_are_replaced_exactly_on_either_engine(seeded, instance):
     assert metadata["dagster/partition_row_count"].value == 1
     assert metadata["dagster/storage_kind"].value == engine_for(seeded.database, seeded.data_path).name
     assert by_day(seeded) == {D1: [7], D2: [10, 20]}
+    # The same frame twice: nothing is duplicated.
+    assert write(seeded, instance, readings(D1, [7]), partition="2013-01-01").success
+    assert by_day(seeded) == {D1: [7], D2: [10, 20]}
 
     frame = pd.concat([readings(D2, [21]), readings(D3, [30, 31])], ignore_index=True)
     assert write(seeded, instance, frame, partition="2013-01-02", last="2013-01-03").success
