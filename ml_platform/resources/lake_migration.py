@@ -261,15 +261,20 @@ def refuse_unsupported(tables: list[Table]) -> None:
 
 def copy_table(conn, table: Table, replace: bool) -> int:
     """Copy ``table`` into the lake in one transaction (replacing it when ``replace``)."""
-    ddl = ", ".join(f"{ident(c.name)} {c.type}{'' if c.nullable else ' not null'}" for c in table.columns)
+    # Names are validated identifiers; types passed ``SAFE_TYPE`` before anything is copied.
+    cols = ", ".join(f"{ident(c.name)} {c.type}{'' if c.nullable else ' not null'}" for c in table.columns)
+    target = table.at(TARGET)
     try:
         with transaction(conn):
             conn.execute(f"create schema if not exists {ident(TARGET)}.{ident(table.schema)}")
             if replace:
-                conn.execute(f"drop table if exists {table.at(TARGET)}")
-            conn.execute(f"create table {table.at(TARGET)} ({ddl})")
-            conn.execute(f"insert into {table.at(TARGET)} by name select * from {table.at(SOURCE)}")  # noqa: S608
-            return conn.execute(f"select count(*) from {table.at(TARGET)}").fetchone()[0]  # noqa: S608
+                conn.execute(f"drop table if exists {target}")
+            conn.execute(f"create table {target} ({cols})")
+            conn.execute(
+                f"insert into {target} by name select * from "  # noqa: S608 - validated identifiers
+                f"{ident(SOURCE)}.{ident(table.schema)}.{ident(table.name)}"
+            )
+            return conn.execute(f"select count(*) from {target}").fetchone()[0]  # noqa: S608
     except duckdb.Error as exc:
         raise MigrationError(
             f"{table.label}: not copied, the lake kept its previous state: {redact(str(exc))}"

@@ -201,6 +201,12 @@ def test_backfill_over_graphql_runs_through_queue_daemon_and_code_server(databas
         "ML_PLATFORM_WAREHOUSE": "",
         "ML_PLATFORM_MLFLOW_ARTIFACTS": "",
         "ML_PLATFORM_KILL_AT": "",
+        # One machine: the DuckDB file and steps beside the run (compose leaves these empty too).
+        "ML_PLATFORM_EXECUTOR": "",
+        "ML_PLATFORM_LAKE_DATA_PATH": "",
+        "ML_PLATFORM_CELERY_BROKER": "",
+        "ML_PLATFORM_FIT_THREADS": "",
+        "PGPASSWORD": "",
     }
     env = {**instance_env, **platform_env}
     # Every variable docker compose gives these services is set here too.

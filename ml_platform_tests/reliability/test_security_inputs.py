@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ml_platform
@@ -89,6 +89,7 @@ def _formatted_sql_problems() -> list[str]:
 
 
 @given(st.text())
+@settings(deadline=None)  # a DuckDB connection per example: its time says nothing here
 def test_a_quoted_literal_is_read_back_as_exactly_its_text(text):
     """``literal`` is what lets a statement without parameters (ATTACH) carry a path or a
     connection string: whatever the text, DuckDB reads it back unchanged, never as SQL."""
