@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import support
-from benchmarks.load import wait_until_loaded
+from benchmarks.load import served
 
 # Steps go to a RabbitMQ virtual host made for the case (guest's), so no other deployment's
 # workers on this broker can take them.
@@ -175,21 +175,8 @@ def daily_runs(
         )
         if engine == "lake":
             _workers(stack, work, env, workers)
-        port = support.free_port()
-        args = [
-            str(support.BIN / "dagster"),
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "workspace.yaml",
-        ]
-        started = time.perf_counter()
-        dev = stack.enter_context(support.process(args, work / "dagster-dev.log", env=env))
-        url = f"http://127.0.0.1:{port}"
-        startup = wait_until_loaded(url, dev, started)
+        dev_command = [str(support.BIN / "dagster"), "dev"]
+        dev, url, startup, _ = stack.enter_context(served(dev_command, work / "dagster-dev.log", env=env))
         support.wait_for(
             lambda: instance.get_daemon_heartbeats().get("QUEUED_RUN_COORDINATOR") is not None,
             timeout=120,

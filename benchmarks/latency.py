@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from benchmarks import support
-from benchmarks.load import wait_until_loaded
+from benchmarks.load import served
 
 FEATURE_START, FEATURE_END, CUTOFF = "2013-01-05", "2013-01-24", "2013-01-19"
 REQUIRED_DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR")
@@ -98,26 +98,14 @@ def land_to_prediction(
         from ml_platform.ingestion.landing import land_days
 
         home = support.write_dagster_home(work / "dagster_home")
-        port = support.free_port()
         env = {
             "DAGSTER_HOME": str(home),
             "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10",
             "ML_PLATFORM_SOURCE": "landing",
             "ML_PLATFORM_AUTOMATION": "on",
         }
-        args = [
-            str(support.BIN / "dagster"),
-            "dev",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "workspace.yaml",
-        ]
-        started = time.perf_counter()
-        with support.process(args, work / "dagster-dev.log", env=env) as dev:
-            startup = wait_until_loaded(f"http://127.0.0.1:{port}", dev, started)
+        dev_command = [str(support.BIN / "dagster"), "dev"]
+        with served(dev_command, work / "dagster-dev.log", env=env) as (dev, _, startup, started):
             os.environ["DAGSTER_HOME"] = str(home)  # the local storage's base directory
             instance = dg.DagsterInstance.from_config(str(home))
             support.wait_for(

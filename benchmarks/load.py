@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks import support
@@ -54,19 +56,22 @@ def wait_until_loaded(url: str, proc, started: float, timeout: float = 300) -> d
     raise TimeoutError(f"location {LOCATION} not loaded within {timeout:.0f}s")
 
 
+@contextmanager
+def served(command: list[str], log: Path, env: dict | None = None) -> Iterator[tuple]:
+    """``command`` (``dagster dev``, ``dagster-webserver``) with the repository's workspace on a free
+    loopback port, once GraphQL reports the location loaded: (process, url, start-up timing, the
+    ``perf_counter`` it was started at)."""
+    port = support.free_port()
+    args = [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+    started = time.perf_counter()
+    with support.process(args, log, env=env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        yield proc, url, wait_until_loaded(url, proc, started), started
+
+
 def webserver_load(work: Path) -> dict:
     """Start ``dagster-webserver -w workspace.yaml`` and time it until the location is loaded."""
     home = support.write_dagster_home(work / "dagster_home")
-    port = support.free_port()
-    args = [
-        str(support.BIN / "dagster-webserver"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-w",
-        "workspace.yaml",
-    ]
-    started = time.perf_counter()
-    with support.process(args, work / "webserver.log", env={"DAGSTER_HOME": str(home)}) as proc:
-        return wait_until_loaded(f"http://127.0.0.1:{port}", proc, started)
+    command = [str(support.BIN / "dagster-webserver")]
+    with served(command, work / "webserver.log", env={"DAGSTER_HOME": str(home)}) as (_, _, startup, _):
+        return startup
