@@ -19,7 +19,19 @@ RAW_WEATHER = RAW["weather"]
 RAW_PLANES = RAW["planes"]
 RAW_DAILY = (RAW_FLIGHTS, RAW_WEATHER)
 
+# The intraday feed (ingestion/intraday.py): the schedule of a day, delivered before it, and what
+# happened, hour by hour (UTC hours).
+RAW_SCHEDULE = AssetKey(["raw", "schedule"])
+RAW_HOURLY = {table: AssetKey(["raw", table]) for table in ("departures", "arrivals", "observations")}
+RAW_DEPARTURES = RAW_HOURLY["departures"]
+RAW_ARRIVALS = RAW_HOURLY["arrivals"]
+RAW_OBSERVATIONS = RAW_HOURLY["observations"]
+
 FLIGHT_FEATURES = AssetKey(["features", "flight_features"])
+# Point-in-time features: what was known before the day (day-ahead) and h hours before each
+# departure (nowcast).
+DAY_AHEAD_FEATURES = AssetKey(["features", "day_ahead_features"])
+NOWCAST_FEATURES = AssetKey(["features", "nowcast_features"])
 
 
 def training(name: str) -> AssetKey:
