@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +19,8 @@ import pandas as pd
 from ml_platform.ingestion.schemas import TableSpec
 
 DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(parquet|csv)$")
+# An hourly delivery: <YYYY-MM-DD>T<HH>, the UTC hour [HH:00, HH+1:00) it holds the events of.
+HOUR_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2})\.(parquet|csv)$")
 # Leading bytes of content that is not CSV text, whatever the file's name says.
 MAGIC = {
     b"\x1f\x8b": "gzip-compressed",
@@ -43,6 +45,23 @@ def day_of_file(path: Path) -> date:
         return date.fromisoformat(match.group(1))
     except ValueError as exc:
         raise SourceError(f"{path}: file name is not a calendar date") from exc
+
+
+def hour_of_file(path: Path) -> datetime:
+    """The UTC hour an hourly file is named for."""
+    match = HOUR_FILE.match(path.name)
+    if not match:
+        raise SourceError(f"{path}: file name is not <YYYY-MM-DD>T<HH>.parquet or <YYYY-MM-DD>T<HH>.csv")
+    try:
+        day, hour = date.fromisoformat(match.group(1)), int(match.group(2))
+        return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+    except ValueError as exc:
+        raise SourceError(f"{path}: file name is not a calendar date and hour (00..23)") from exc
+
+
+def hour_name(hour: datetime) -> str:
+    """The file stem of an hour's delivery (``2013-06-01T14``), from any aware instant."""
+    return hour.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 def stat(path: Path) -> tuple[int, int]:

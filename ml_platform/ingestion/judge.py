@@ -9,8 +9,8 @@ file at fault, with that file's own message: the one reading that day alone give
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from itertools import groupby
 from pathlib import Path
 
@@ -18,20 +18,29 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.ingestion import delivery
-from ml_platform.ingestion.delivery import SourceError, day_of_file
+from ml_platform.ingestion.delivery import SourceError, day_of_file, hour_name, hour_of_file
 from ml_platform.ingestion.rules import References, Window, faults
 from ml_platform.ingestion.schemas import TableSpec
 from ml_platform.ingestion.values import Converted, Layout, ValueFault, convert_frame, layout
 
 
+@dataclass
+class SourceBatch:
+    frame: pd.DataFrame
+    origins: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Landed:
-    """A file to judge, the day it is delivered for, and how an empty day is declared."""
+    """A file to judge, the day (and for an hourly file the UTC hour) it is delivered for, and
+    how an empty day is declared."""
 
     path: Path
     day: date
     empty_marker: Path | None = None  # where upstream says the day is really empty
     declared_empty: bool = False
+    hour: datetime | None = None
 
 
 def judge(files: list[Landed], spec: TableSpec, references: References) -> tuple[pd.DataFrame, list[str]]:
@@ -57,6 +66,7 @@ def judge(files: list[Landed], spec: TableSpec, references: References) -> tuple
         frame=combined,
         sizes=[len(frame) for _, frame, _ in judged],
         days=[landed.day for landed, _, _ in judged],
+        hours=[landed.hour for landed, _, _ in judged],
         empty_markers=[None if f.declared_empty else str(f.empty_marker or "a marker") for f, _, _ in judged],
     )
     found = faults(window, spec, references)
@@ -72,7 +82,10 @@ def read_one(landed: Landed, spec: TableSpec) -> pd.DataFrame:
     """One file's unconverted frame; the file must be named for the day asked for (a symbolic
     link may point inside the root, but only at a file named for the same day)."""
     path = landed.path
-    if day_of_file(path) != landed.day:
+    if landed.hour is not None:
+        if hour_of_file(path) != landed.hour:
+            raise SourceError(f"{path}: file is named for another hour than {hour_name(landed.hour)}")
+    elif day_of_file(path) != landed.day:
         raise SourceError(f"{path}: file is named for another day than {landed.day.isoformat()}")
     before = delivery.stat(path)
     frame = delivery.read_file(path, spec)

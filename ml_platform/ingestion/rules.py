@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ class Window:
     sizes: list[int]  # rows of each file
     days: list[date]  # the day each file is named for
     empty_markers: list[str | None]  # None where the day is declared empty, else the marker to add
+    hours: list[datetime | None] | None = None  # the UTC hour each hourly file is named for
 
 
 # "<table>.<column>" -> (the codes it lists, where they come from)
@@ -52,7 +53,10 @@ class _Judge:
             if spec.filled_daily and self.sizes[i] == 0 and marker is not None:
                 self.found[i] = f"no rows (upstream fills this day; add {marker} if it is really empty)"
         self._required()
-        self._outside_day()
+        if spec.hourly:
+            self._outside_hour()
+        else:
+            self._outside_day()
         self._filled()
         for col in spec.columns:
             self._domain(col)
@@ -101,6 +105,34 @@ class _Judge:
             lambda n, row: (
                 f"{n} row(s) are dated outside the file's day "
                 f"{self.window.days[self.file_of_row[row]].isoformat()}"
+            ),
+        )
+
+    def _outside_hour(self) -> None:
+        """An hourly file holds its hour: ``event_hour`` is the hour its name gives, and every
+        event instant lies in [hour, hour + 1h)."""
+        hours = [np.datetime64(h.replace(tzinfo=None), "h") for h in self.window.hours or []]
+        expected = np.repeat(np.array(hours, dtype="datetime64[h]"), self.sizes)
+
+        def named(row: int) -> str:
+            return f"{self.window.hours[self.file_of_row[row]]:%Y-%m-%dT%H}:00Z"
+
+        column = self.spec.partition_column
+        stamped = _utc(self.frame[column])
+        self._flag(
+            ~np.isnat(stamped) & (stamped != expected.astype(stamped.dtype)),
+            lambda n, row: (
+                f"{n} row(s) have {column} other than the file's hour {named(row)} "
+                f"(first in row {self._row_in_file(row)}: {self.frame[column].iloc[row]})"
+            ),
+        )
+        event = self.spec.event_instant
+        instants = _utc(self.frame[event])
+        self._flag(
+            ~np.isnat(instants) & (instants.astype("datetime64[h]") != expected),
+            lambda n, row: (
+                f"{n} row(s) have {event} outside the file's hour {named(row)} + 1h "
+                f"(first in row {self._row_in_file(row)}: {self.frame[event].iloc[row]})"
             ),
         )
 
@@ -194,7 +226,7 @@ class _Judge:
 
     def _consistency(self) -> None:
         spec, frame = self.spec, self.frame
-        day = spec.partition_column
+        day = spec.day
         stamps = frame[day].to_numpy().astype("datetime64[D]")
         if spec.date_parts:
             dated = ~np.isnat(stamps)
@@ -251,10 +283,18 @@ class _Judge:
         self._flag(
             wrong,
             lambda n, row: (
-                f"{n} row(s) have {instant_column} that is not {self.spec.partition_column} at "
+                f"{n} row(s) have {instant_column} that is not {self.spec.day} at "
                 f"{hour_column} in {zone} (first in row {self._row_in_file(row)}: {instants.iloc[row]})"
             ),
         )
+
+
+def _utc(values: pd.Series) -> np.ndarray:
+    """Instants as naive UTC datetime64[us] (NaT where missing)."""
+    stamps = pd.DatetimeIndex(values)
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert("UTC").tz_localize(None)
+    return stamps.as_unit("us").to_numpy()
 
 
 def _floats(values: pd.Series) -> np.ndarray:

@@ -7,10 +7,12 @@ the Dagster UI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from dagster import TableColumn, TableColumnConstraints, TableSchema
+
+from ml_platform.ingestion import intraday
 
 _PANDAS_DTYPES = {
     "DATE": "datetime64[us]",
@@ -78,6 +80,10 @@ class TableSpec:
     local_hour: tuple[str, str, str] | None = None  # hour, the instant it names, and its time zone
     clock_parts: tuple[str, str, str] | None = None  # hhmm column, its hour and its minute
     filled_daily: bool = False
+    # The date that date_parts and local_hour describe, when it is not the partition column.
+    day_column: str | None = None
+    # Hourly tables: the instant column that must fall in the file's UTC hour (``event_hour``).
+    event_instant: str | None = None
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +92,14 @@ class TableSpec:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def day(self) -> str | None:
+        return self.day_column or self.partition_column
+
+    @property
+    def hourly(self) -> bool:
+        return self.event_instant is not None
 
     def column(self, name: str) -> Column:
         return self._by_name[name]
@@ -273,6 +287,83 @@ AIRLINES = TableSpec(
     columns=(_c("carrier", "VARCHAR", False), _c("name", "VARCHAR")),
 )
 
+
+# The intraday feed (ingestion/intraday.py): columns shared with flights and weather keep their
+# declaration; no column must be filled in every hour (a quiet hour has few rows).
+def _like(spec: TableSpec, names: list[str], **own: Column) -> tuple[Column, ...]:
+    known = {c.name: replace(c, filled=False) for c in spec.columns}
+    return tuple(own[n] if n in own else known[n] for n in names)
+
+
+def _flight_columns(names: list[str], **own: Column) -> tuple[Column, ...]:
+    return _like(FLIGHTS, names, **own)
+
+
+EVENT_HOUR = _c("event_hour", "TIMESTAMPTZ", False, doc="The UTC hour the file delivers; the partition column")
+FLIGHT_KEY = ("flight_date", "carrier", "flight", "origin", "sched_dep_time")
+
+SCHEDULE = TableSpec(
+    name="schedule",
+    description="Every flight planned for a day, delivered before the day (scheduled instants in UTC).",
+    partition_column="flight_date",
+    key=FLIGHT_KEY,
+    date_parts=FLIGHTS.date_parts,
+    local_hour=FLIGHTS.local_hour,
+    clock_parts=FLIGHTS.clock_parts,
+    filled_daily=True,
+    columns=_flight_columns(
+        intraday.SCHEDULE_COLUMNS,
+        sched_dep_at=_c("sched_dep_at", "TIMESTAMPTZ", False, doc="Scheduled departure instant"),
+        sched_arr_at=_c("sched_arr_at", "TIMESTAMPTZ", True, doc="Scheduled arrival instant"),
+    ),
+)
+
+DEPARTURES = TableSpec(
+    name="departures",
+    description="Flights that left in a UTC hour, delivered as the hour ends.",
+    partition_column="event_hour",
+    day_column="flight_date",
+    key=FLIGHT_KEY,
+    event_instant="dep_at",
+    columns=_flight_columns(
+        [*intraday.DEPARTURE_COLUMNS, "event_hour"],
+        dep_delay=_c("dep_delay", "DOUBLE", False, -1440, 2880, "Minutes; negative is early"),
+        dep_at=_c("dep_at", "TIMESTAMPTZ", False, doc="Wheels-off instant"),
+        event_hour=EVENT_HOUR,
+    ),
+)
+
+ARRIVALS = TableSpec(
+    name="arrivals",
+    description="Flights that arrived in a UTC hour, delivered as the hour ends.",
+    partition_column="event_hour",
+    day_column="flight_date",
+    key=FLIGHT_KEY,
+    event_instant="arr_at",
+    columns=_flight_columns(
+        [*intraday.ARRIVAL_COLUMNS, "event_hour"],
+        arr_delay=_c("arr_delay", "DOUBLE", False, -1440, 2880, "Minutes; negative is early"),
+        arr_at=_c("arr_at", "TIMESTAMPTZ", False, doc="Arrival instant"),
+        event_hour=EVENT_HOUR,
+    ),
+)
+
+OBSERVATIONS = TableSpec(
+    name="observations",
+    description="Weather observations stamped in a UTC hour, delivered as the hour ends.",
+    partition_column="event_hour",
+    day_column="weather_date",
+    key=WEATHER.key,
+    date_parts=WEATHER.date_parts,
+    local_hour=WEATHER.local_hour,
+    event_instant="time_hour",
+    columns=_like(WEATHER, [*WEATHER.column_names, "event_hour"], event_hour=EVENT_HOUR),
+)
+
 DAILY_TABLES = {spec.name: spec for spec in (FLIGHTS, WEATHER)}
 REFERENCE_TABLES = {spec.name: spec for spec in (PLANES, AIRPORTS, AIRLINES)}
-ALL_TABLES = {**DAILY_TABLES, **REFERENCE_TABLES}
+SCHEDULE_TABLES = {SCHEDULE.name: SCHEDULE}
+HOURLY_TABLES = {spec.name: spec for spec in (DEPARTURES, ARRIVALS, OBSERVATIONS)}
+# Tables delivered one file per day: the daily ones and the schedule.
+DAY_FILE_TABLES = {**DAILY_TABLES, **SCHEDULE_TABLES}
+ALL_TABLES = {**DAILY_TABLES, **REFERENCE_TABLES, **SCHEDULE_TABLES, **HOURLY_TABLES}

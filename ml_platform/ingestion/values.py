@@ -59,7 +59,10 @@ def layout(frame: pd.DataFrame, spec: TableSpec) -> Layout:
         twice = sorted({str(c) for c in names if names.count(c) > 1})
         raise ValueFault(f"column(s) {', '.join(twice)} appear more than once")
     parts, day = spec.date_parts, spec.partition_column
-    derive = bool(day is not None and day not in types and parts and all(p in types for p in parts))
+    # Only a day partition column is derived from the parts that name it (never an hour).
+    derive = bool(
+        day is not None and spec.day == day and day not in types and parts and all(p in types for p in parts)
+    )
     missing = [c for c in spec.column_names if c not in types and not (derive and c == day)]
     if missing:
         raise ValueFault(f"{spec.name} is missing column(s) {', '.join(missing)}")
