@@ -24,10 +24,11 @@ from ml_platform.automation.sensors import build_sensors
 from ml_platform.config import Settings, load_settings
 from ml_platform.features.assets import build_dbt_features
 from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
+from ml_platform.ingestion.hourly_assets import build_intraday_assets
 from ml_platform.keys import CANDIDATES, Candidate
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.monitoring.backtest import build_backtest
-from ml_platform.partitions import daily_partitions_for
+from ml_platform.partitions import daily_partitions_for, hourly_partitions_for
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse_engines import engine_for
 from ml_platform.serving.assets import build_predictions
@@ -43,6 +44,7 @@ def build_assets(
     return [
         *build_raw_daily_assets(partitions),
         *raw_reference_assets,
+        *build_intraday_assets(partitions, hourly_partitions_for(settings)),
         build_dbt_features(partitions, engine_for(settings.warehouse, settings.lake_data_path).database),
         build_training_set(settings),
         *build_candidate_assets(candidates),

@@ -1,10 +1,11 @@
-"""The one daily partitioning of the platform: a UTC calendar day of scheduled departures."""
+"""The daily partitioning of the platform (a UTC calendar day of scheduled departures) and the
+hourly one of the intraday feed (a UTC hour of events)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from dagster import DailyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
 
 from ml_platform.config import Settings
 
@@ -22,6 +23,29 @@ def build_daily_partitions(start: date, end: date | None) -> DailyPartitionsDefi
 def daily_partitions_for(settings: Settings) -> DailyPartitionsDefinition:
     """The partitions of a code location built with ``settings``."""
     return build_daily_partitions(settings.partition_start, settings.partition_end)
+
+
+def build_hourly_partitions(start: date, end: date | None) -> HourlyPartitionsDefinition:
+    """UTC hours from the first day's midnight. A bounded range runs one day past the daily end:
+    the last day's flights depart and arrive after its UTC midnight (end exclusive, None open)."""
+    return HourlyPartitionsDefinition(
+        start_date=f"{start.isoformat()}-00:00",
+        end_date=f"{(end + timedelta(days=1)).isoformat()}-00:00" if end else None,
+        timezone="UTC",
+        end_offset=0,
+    )
+
+
+def hourly_partitions_for(settings: Settings) -> HourlyPartitionsDefinition:
+    return build_hourly_partitions(settings.partition_start, settings.partition_end)
+
+
+HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition keys: 2013-06-01-14:00
+
+
+def hour_key(hour: datetime) -> str:
+    """The hourly partition key of a UTC hour."""
+    return hour.astimezone(UTC).strftime(HOUR_KEY_FORMAT)
 
 
 def day_of(partition_key: str) -> date:

@@ -82,8 +82,10 @@ def refusal(key: AssetKey, partitions: list[str], origins: list[str], refused: l
     return refused_failure(*refusal_report(key.to_user_string(), partitions, origins, refused))
 
 
-def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
-    key = RAW[spec.name]
+def build_daily_raw_asset(
+    spec: TableSpec, partitions: PartitionsDefinition, key: AssetKey | None = None, readers=READER_MODULES
+):
+    key = key or RAW[spec.name]
 
     @asset(
         key=key,
@@ -96,7 +98,7 @@ def build_daily_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
         pool=WAREHOUSE_POOL,
         kinds={"duckdb", "pandas"},
         retry_policy=UPSTREAM_RETRY,
-        code_version=source_version(build_daily_raw_asset, *READER_MODULES),
+        code_version=source_version(build_daily_raw_asset, *readers),
     )
     def _raw_daily(context: AssetExecutionContext, source: FlightSource):
         start, end = window_dates(*context.partition_time_window)

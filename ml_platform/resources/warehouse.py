@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 import duckdb
@@ -74,13 +74,33 @@ def table_exists(conn, schema: str, table: str) -> bool:
 
 
 def _window(table_slice: TableSlice) -> tuple[str, date, date] | None:
+    """The partition column and the window's bounds: dates for a day column, aware UTC instants
+    for a declared TIMESTAMPTZ one (hourly partitions: compared as instants, whatever the
+    session's time zone)."""
     if not table_slice.partition_dimensions:
         return None
     if len(table_slice.partition_dimensions) != 1:
         raise WarehouseError(f"{table_slice.table}: only one partition dimension is supported")
     dim = table_slice.partition_dimensions[0]
     start, end = dim.partitions  # a TimeWindow
+    if _instant_column(table_slice, dim.partition_expr):
+        return dim.partition_expr, _as_utc(start), _as_utc(end)
     return dim.partition_expr, _as_date(start), _as_date(end)
+
+
+def _instant_column(table_slice: TableSlice, column: str) -> bool:
+    spec = _declared_spec(table_slice)
+    return spec is not None and column in spec.column_names and spec.column(column).sql_type == "TIMESTAMPTZ"
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise WarehouseError(f"partition bound {value} has no time zone")
+    return value.astimezone(UTC)
+
+
+def _is_instant(bound: date) -> bool:
+    return isinstance(bound, datetime)
 
 
 def _as_date(value: datetime) -> date:
@@ -96,6 +116,8 @@ def scope_of(table_slice: TableSlice) -> WriteScope:
     if window is None:
         return WriteScope(table)
     _, start, end = window
+    if _is_instant(start):  # an hourly window holds the locks of the UTC days it touches
+        start, end = start.date(), (end - timedelta(microseconds=1)).date() + timedelta(days=1)
     return WriteScope(table, tuple(start + timedelta(days=n) for n in range((end - start).days)))
 
 
@@ -140,7 +162,8 @@ class AtomicDuckDbClient(DbClient):
         """For display in the UI; queries themselves bind their parameters."""
         sql, params = select_statement(table_slice)
         for p in params:
-            sql = sql.replace("?", f"DATE '{p.isoformat()}'", 1)
+            kind = "TIMESTAMPTZ" if _is_instant(p) else "DATE"
+            sql = sql.replace("?", f"{kind} '{p.isoformat()}'", 1)
         return sql
 
     @staticmethod
@@ -172,7 +195,11 @@ def _refuse_rows_outside(table_slice: TableSlice, obj: pd.DataFrame, column: str
     values = pd.to_datetime(obj[column])
     if values.dt.tz is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    outside = values.isna() | (values < pd.Timestamp(start)) | (values >= pd.Timestamp(end))
+    low, high = (
+        pd.Timestamp(b).tz_convert("UTC").tz_localize(None) if _is_instant(b) else pd.Timestamp(b)
+        for b in (start, end)
+    )
+    outside = values.isna() | (values < low) | (values >= high)
     if outside.any():
         raise WarehouseError(
             f"{name}: {int(outside.sum())} row(s) have {column} outside the partition window "
@@ -227,7 +254,7 @@ class AtomicPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         rows = int(len(obj))
         if window is None:
             counts, extra = {"row_count": rows}, {}
-        elif (window[2] - window[1]).days == 1:
+        elif window[2] - window[1] == (timedelta(hours=1) if _is_instant(window[1]) else timedelta(days=1)):
             counts, extra = {"partition_row_count": rows}, {}
         else:
             counts, extra = {}, {"window_row_count": MetadataValue.int(rows)}
