@@ -17,6 +17,7 @@ from ml_platform.automation.freshness import (
     build_freshness_sensor,
     freshness_checks_job,
 )
+from ml_platform.automation.intraday_sensors import build_intraday_sensors
 from ml_platform.automation.jobs import build_ingest_days_job, retrain_job
 from ml_platform.automation.policy import build_policy
 from ml_platform.automation.schedules import build_schedules
@@ -72,6 +73,7 @@ def build_definitions(
         schedules=build_schedules(settings, ingest_days_job),
         sensors=[
             *build_sensors(settings),
+            *build_intraday_sensors(settings),
             build_alert_sensor(settings),
             build_freshness_sensor(settings, partitions),
             build_automation_condition_sensor(settings),
