@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     land.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     land.add_argument("--no-reference", action="store_true", help="skip planes/airports/airlines")
+    land.add_argument(
+        "--intraday",
+        action="store_true",
+        help="land each day's schedule and its 24 UTC hours of departures, arrivals, observations",
+    )
     lineage = sub.add_parser(
         "lineage", help="trace a flight's prediction to its model, training window and files"
     )
@@ -128,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate-warehouse":
             return _migrate_warehouse(args)
         if args.command == "land":
-            from ml_platform.ingestion.landing import land_days
+            from ml_platform.ingestion.landing import land_days, land_intraday
 
             root = args.to or load_settings().landing_root
-            land_days(args.start, args.days, root, args.format, reference=not args.no_reference)
+            if args.intraday:
+                land_intraday(args.start, args.days, root, args.format)
+            else:
+                land_days(args.start, args.days, root, args.format, reference=not args.no_reference)
         if args.command == "lineage":
             return _lineage(args)
     except (SettingsError, local_env.MissingSetting, ValueError) as exc:

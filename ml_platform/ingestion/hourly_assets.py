@@ -140,7 +140,7 @@ def build_hourly_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
             yield from _results(key, outcomes, stored=False)
             raise refusal(key, context.partition_keys, batch.origins, refused)
         hashes = row_hashes(frame)
-        record_hour_lineage(context, frame, hashes, spec, batch.origins)
+        record_hour_lineage(context, partitions, frame, hashes, spec, batch.origins)
         yield Output(
             frame,
             metadata={
@@ -157,11 +157,11 @@ def build_hourly_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
     return _raw_hourly
 
 
-def record_hour_lineage(context, frame, hashes, spec: TableSpec, origins: list[str]) -> None:
+def record_hour_lineage(context, partitions, frame, hashes, spec: TableSpec, origins: list[str]) -> None:
     """Per hour: the row count, the content hash and the file it came from."""
     rows = frame.groupby(frame[spec.partition_column], sort=False).indices
     for key in context.partition_keys:
-        start = context.partitions_def.time_window_for_partition_key(key).start
+        start = partitions.time_window_for_partition_key(key).start
         positions = rows.get(pd.Timestamp(start))
         hour_hashes = hashes[positions] if positions is not None else hashes[:0]
         stem = hour_name(start)
