@@ -5,13 +5,14 @@ failures, identifier validation and DATE filtering; the file's own lock and SQL 
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
 from dagster import (
     AssetIn,
     AssetKey,
+    HourlyPartitionsDefinition,
     InMemoryIOManager,
     IOManagerDefinition,
     TimeWindow,
@@ -21,11 +22,14 @@ from dagster import (
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from pandas.testing import assert_frame_equal
 
+from ml_platform.ingestion.source import PackagedSource
+from ml_platform.keys import RAW_DEPARTURES
 from ml_platform.resources.warehouse import (
     AtomicDuckDbClient,
     WarehouseError,
     connect,
     ident,
+    scope_of,
     select_statement,
 )
 from ml_platform_tests import lake_support as both
@@ -252,3 +256,77 @@ def test_connect_waits_for_a_writer_in_another_process(tmp_path):
         assert time.monotonic() - started > 0.5
     finally:
         holder.wait(timeout=30)
+
+
+# --- hourly partitions on a TIMESTAMPTZ column ---------------------------------------------------
+
+HOURS = HourlyPartitionsDefinition(start_date="2013-06-01-00:00", end_date="2013-06-02-00:00", timezone="UTC")
+
+
+def _hourly(where, instance, frame, partition, last=None):
+    """``frame`` as raw/departures (its declared TIMESTAMPTZ ``event_hour``) on UTC hours."""
+
+    @asset(key=RAW_DEPARTURES, partitions_def=HOURS, metadata={"partition_expr": "event_hour"})
+    def departures() -> pd.DataFrame:
+        return frame
+
+    return materialize(
+        [departures],
+        resources={"io_manager": where.io_manager()},
+        instance=instance,
+        partition_key=None if last else partition,
+        tags={RANGE_START: partition, RANGE_END: last} if last else {},
+        raise_on_error=False,
+    )
+
+
+def _departures(hour: int, rows: int) -> pd.DataFrame:
+    start = datetime(2013, 6, 1, hour, tzinfo=UTC)
+    frame = PackagedSource().read_hours("departures", start, start + timedelta(hours=1)).frame
+    return frame.head(rows)
+
+
+def _stored_hours(where) -> dict[int, int]:
+    with where.warehouse().connection(read_only=True) as conn:
+        rows = conn.execute(
+            "select extract(hour from event_hour at time zone 'UTC'), count(*) from raw.departures group by 1"
+        ).fetchall()
+    return {int(h): int(n) for h, n in rows}
+
+
+def test_an_hourly_timestamptz_partition_is_replaced_alone(where, instance):
+    for hour, rows in ((13, 3), (14, 4), (15, 5)):
+        assert _hourly(where, instance, _departures(hour, rows), f"2013-06-01-{hour:02d}:00").success
+    result = _hourly(where, instance, _departures(14, 2), "2013-06-01-14:00")
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    assert event.materialization.metadata["dagster/partition_row_count"].value == 2
+    assert _stored_hours(where) == {13: 3, 14: 2, 15: 5}
+    both_hours = pd.concat([_departures(14, 1), _departures(15, 1)], ignore_index=True)
+    assert _hourly(where, instance, both_hours, "2013-06-01-14:00", "2013-06-01-15:00").success
+    assert _stored_hours(where) == {13: 3, 14: 1, 15: 1}
+    with where.warehouse().connection(read_only=True) as conn:
+        kind = conn.execute(
+            "select data_type from information_schema.columns"
+            " where table_schema = 'raw' and table_name = 'departures' and column_name = 'event_hour'"
+        ).fetchone()[0]
+    assert kind == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_rows_outside_the_hour_are_refused_by_the_writer(where, instance):
+    assert _hourly(where, instance, _departures(14, 2), "2013-06-01-14:00").success
+    result = _hourly(where, instance, _departures(15, 2), "2013-06-01-14:00")
+    assert not result.success
+    assert "event_hour outside the partition window" in failure_message(result)
+    assert _stored_hours(where) == {14: 2}
+
+
+def test_hourly_select_statements_bind_utc_instants():
+    window = TablePartitionDimension(
+        partition_expr="event_hour", partitions=HOURS.time_window_for_partition_key("2013-06-01-14:00")
+    )
+    table_slice = TableSlice(table="departures", schema="raw", partition_dimensions=[window])
+    _, params = select_statement(table_slice)
+    assert params == [datetime(2013, 6, 1, 14, tzinfo=UTC), datetime(2013, 6, 1, 15, tzinfo=UTC)]
+    assert "TIMESTAMPTZ '2013-06-01T14:00:00+00:00'" in AtomicDuckDbClient.get_select_statement(table_slice)
+    assert scope_of(table_slice).days == (datetime(2013, 6, 1).date(),)
