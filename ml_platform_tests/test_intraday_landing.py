@@ -265,11 +265,14 @@ def test_the_landing_sensor_requests_the_hours_and_tables_that_arrived(landing_s
         root / "schedule" / "2013-06-01.parquet",
     )
     first, context = _tick(sensor, instance, defs)
-    requested = {(r.partition_key, tuple(k.path[-1] for k in r.asset_selection)) for r in first.run_requests}
+    requested = {
+        (r.job_name, r.partition_key, tuple(k.path[-1] for k in r.asset_selection))
+        for r in first.run_requests
+    }
     assert requested == {
-        ("2013-06-01", ("schedule",)),
-        ("2013-06-01-14:00", ("departures", "arrivals", "observations")),
-        ("2013-06-01-15:00", ("departures", "arrivals", "observations")),
+        ("ingest_schedule", "2013-06-01", ("schedule",)),
+        ("ingest_hours", "2013-06-01-14:00", ("departures", "arrivals", "observations")),
+        ("ingest_hours", "2013-06-01-15:00", ("departures", "arrivals", "observations")),
     }
     again, _ = _tick(sensor, instance, defs, first.cursor)
     assert not again.run_requests  # nothing new
@@ -310,3 +313,17 @@ def test_the_replay_lands_hour_by_hour_with_each_schedule_first(landing_settings
     ]
     # The daily replay is a separate clock and lands days as before.
     assert not (root / "flights").exists()
+
+
+def test_existing_jobs_leave_the_intraday_assets_alone(settings):
+    defs = build_definitions(settings)
+    intraday_keys = {RAW_SCHEDULE, *RAW_HOURLY.values()}
+    graph = defs.resolve_asset_graph()
+    for name in ("ingest_days", "retrain"):
+        selected = set(defs.resolve_job_def(name).asset_layer.selected_asset_keys)
+        assert not selected & intraday_keys, name
+    assert set(defs.resolve_job_def("ingest_hours").asset_layer.selected_asset_keys) == set(
+        RAW_HOURLY.values()
+    )
+    assert set(defs.resolve_job_def("ingest_schedule").asset_layer.selected_asset_keys) == {RAW_SCHEDULE}
+    assert isinstance(graph.get(RAW_HOURLY["arrivals"]).partitions_def, dg.HourlyPartitionsDefinition)

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from dagster import (
     AssetSelection,
     DefaultSensorStatus,
+    PartitionsDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    define_asset_job,
     sensor,
 )
 
@@ -24,16 +26,41 @@ from ml_platform.ingestion.delivery import hour_name
 from ml_platform.ingestion.landing import land_hours, land_schedule
 from ml_platform.ingestion.source import LandingSource, PackagedSource
 from ml_platform.keys import RAW_HOURLY, RAW_SCHEDULE
-from ml_platform.partitions import hour_key, hourly_partitions_for
+from ml_platform.partitions import daily_partitions_for, hour_key, hourly_partitions_for
 
-INTRADAY = AssetSelection.assets(RAW_SCHEDULE, *RAW_HOURLY.values())
 HOURS_PER_TICK = 1
+
+
+def build_intraday_jobs(daily: PartitionsDefinition, hours: PartitionsDefinition) -> tuple:
+    """A job per partitioning (a run has one): the day's schedule, and the tables of an hour (a
+    run selects those of them whose files arrived)."""
+    schedule = define_asset_job(
+        "ingest_schedule",
+        selection=AssetSelection.assets(RAW_SCHEDULE),
+        partitions_def=daily,
+        config=IN_ONE_PROCESS,
+        description="The schedule of a day, delivered before the day.",
+        tags={"ml_platform/flow": "intraday"},
+    )
+    hourly_job = define_asset_job(
+        "ingest_hours",
+        selection=AssetSelection.assets(*RAW_HOURLY.values()),
+        partitions_def=hours,
+        config=IN_ONE_PROCESS,
+        description="Departures, arrivals and observations of a UTC hour.",
+        tags={"ml_platform/flow": "intraday"},
+    )
+    return schedule, hourly_job
 
 
 def build_intraday_sensors(
     settings: Settings, hours_per_tick: int = HOURS_PER_TICK
 ) -> list[SensorDefinition]:
-    return [build_intraday_landing_sensor(settings), build_intraday_replay_sensor(settings, hours_per_tick)]
+    jobs = build_intraday_jobs(daily_partitions_for(settings), hourly_partitions_for(settings))
+    return [
+        build_intraday_landing_sensor(settings, *jobs),
+        build_intraday_replay_sensor(settings, hours_per_tick),
+    ]
 
 
 def bounds_for(settings: Settings) -> Bounds:
@@ -47,9 +74,9 @@ def bounds_for(settings: Settings) -> Bounds:
     )
 
 
-def build_intraday_landing_sensor(settings: Settings) -> SensorDefinition:
+def build_intraday_landing_sensor(settings: Settings, schedule_job, hours_job) -> SensorDefinition:
     @sensor(
-        target=INTRADAY,
+        jobs=[schedule_job, hours_job],
         minimum_interval_seconds=15,
         default_status=sensor_status(settings),
         description=(
@@ -58,12 +85,13 @@ def build_intraday_landing_sensor(settings: Settings) -> SensorDefinition:
         ),
     )
     def intraday_landing_sensor(context: SensorEvaluationContext, landing: LandingSource):
-        return request_intraday(context, settings, landing)
+        return request_intraday(context, settings, landing, (schedule_job.name, hours_job.name))
 
     return intraday_landing_sensor
 
 
-def request_intraday(context: SensorEvaluationContext, settings: Settings, landing: LandingSource):
+def request_intraday(context: SensorEvaluationContext, settings: Settings, landing: LandingSource, jobs):
+    schedule_job, hours_job = jobs
     result = scan_intraday(landing, load_cursor(context.cursor), bounds_for(settings))
     for problem in result.problems:
         context.log.warning(f"intraday file skipped: {problem}")
@@ -72,14 +100,19 @@ def request_intraday(context: SensorEvaluationContext, settings: Settings, landi
         rels = [r for r in result.files if r.startswith(f"schedule/{day.isoformat()}.")]
         requests.append(
             _request(
-                run_key("schedule", day.isoformat(), rels, result.files), day.isoformat(), [RAW_SCHEDULE]
+                schedule_job,
+                run_key("schedule", day.isoformat(), rels, result.files),
+                day.isoformat(),
+                [RAW_SCHEDULE],
             )
         )
     for hour, tables in result.hours.items():
         rels = [r for r in result.files if r.split("/")[0] in tables and hour_name(hour) in r]
         key = hour_key(hour)
         requests.append(
-            _request(run_key("hour", key, rels, result.files), key, [RAW_HOURLY[t] for t in tables])
+            _request(
+                hours_job, run_key("hour", key, rels, result.files), key, [RAW_HOURLY[t] for t in tables]
+            )
         )
     cursor = dump_cursor(result.files)
     if not requests:
@@ -90,12 +123,12 @@ def request_intraday(context: SensorEvaluationContext, settings: Settings, landi
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _request(key: str, partition: str, assets: list) -> RunRequest:
+def _request(job: str, key: str, partition: str, assets: list) -> RunRequest:
     return RunRequest(
+        job_name=job,
         run_key=key,
         partition_key=partition,
         asset_selection=assets,
-        run_config=IN_ONE_PROCESS,
         tags={"ml_platform/trigger": "intraday_landing_sensor"},
     )
 
