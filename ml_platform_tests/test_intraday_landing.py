@@ -274,6 +274,16 @@ def test_the_landing_sensor_requests_the_hours_and_tables_that_arrived(landing_s
         ("ingest_hours", "2013-06-01-14:00", ("departures", "arrivals", "observations")),
         ("ingest_hours", "2013-06-01-15:00", ("departures", "arrivals", "observations")),
     }
+    # The requested hour runs as the sensor asked: its job, partition and tables.
+    (hour_request,) = [r for r in first.run_requests if r.partition_key == "2013-06-01-14:00"]
+    run = defs.resolve_job_def(hour_request.job_name).execute_in_process(
+        partition_key=hour_request.partition_key,
+        asset_selection=hour_request.asset_selection,
+        instance=instance,
+        tags=hour_request.tags,
+    )
+    assert run.success
+    assert {m.partition for m in run.get_asset_materialization_events()} == {"2013-06-01-14:00"}
     again, _ = _tick(sensor, instance, defs, first.cursor)
     assert not again.run_requests  # nothing new
     # A corrected arrivals file of 15:00 requests that hour for arrivals alone; a bad one waits.
