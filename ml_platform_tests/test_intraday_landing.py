@@ -337,3 +337,32 @@ def test_existing_jobs_leave_the_intraday_assets_alone(settings):
     )
     assert set(defs.resolve_job_def("ingest_schedule").asset_layer.selected_asset_keys) == {RAW_SCHEDULE}
     assert isinstance(graph.get(RAW_HOURLY["arrivals"]).partitions_def, dg.HourlyPartitionsDefinition)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_landed_hours_read_back_as_the_packaged_hours(tmp_path, fmt):
+    """Quiet hours included (06:00 UTC: nothing departs), an empty file reads as no rows."""
+    start = datetime(2013, 6, 1, 5, tzinfo=UTC)
+    land_hours(start, 3, tmp_path, fmt)
+    landing, packaged = LandingSource(root=str(tmp_path)), PackagedSource()
+    for table in HOURLY_TABLES:
+        got = landing.read_hours(table, start, start + timedelta(hours=3)).frame
+        pd.testing.assert_frame_equal(
+            got, packaged.read_hours(table, start, start + timedelta(hours=3)).frame
+        )
+        assert landing.hour_counts(table, start, start + timedelta(hours=3)) == packaged.hour_counts(
+            table, start, start + timedelta(hours=3)
+        )
+    assert landing.available_hours("departures") == hourly.hours_between(start, start + timedelta(hours=3))
+
+
+def test_an_empty_schedule_needs_upstreams_marker(tmp_path):
+    frame = PackagedSource().read_days("schedule", DAY, DAY + timedelta(days=1)).frame
+    path = tmp_path / "schedule" / "2013-06-01.parquet"
+    write_frame_atomically(frame.head(0), path)
+    landing = LandingSource(root=str(tmp_path))
+    with pytest.raises(SourceError, match=r"2013-06-01.parquet: no rows .*empty/schedule/2013-06-01"):
+        landing.read_days("schedule", DAY, DAY + timedelta(days=1))
+    (tmp_path / "empty" / "schedule").mkdir(parents=True)
+    (tmp_path / "empty" / "schedule" / "2013-06-01").write_text("no flights planned\n")
+    assert landing.read_days("schedule", DAY, DAY + timedelta(days=1)).frame.empty
