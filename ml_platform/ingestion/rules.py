@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ class _Judge:
     def _outside_hour(self) -> None:
         """An hourly file holds its hour: ``event_hour`` is the hour its name gives, and every
         event instant lies in [hour, hour + 1h)."""
-        hours = [np.datetime64(h.replace(tzinfo=None), "h") for h in self.window.hours or []]
+        hours = [np.datetime64(h.astimezone(UTC).replace(tzinfo=None), "h") for h in self.window.hours or []]
         expected = np.repeat(np.array(hours, dtype="datetime64[h]"), self.sizes)
 
         def named(row: int) -> str:
