@@ -366,3 +366,15 @@ def test_an_empty_schedule_needs_upstreams_marker(tmp_path):
     (tmp_path / "empty" / "schedule").mkdir(parents=True)
     (tmp_path / "empty" / "schedule" / "2013-06-01").write_text("no flights planned\n")
     assert landing.read_days("schedule", DAY, DAY + timedelta(days=1)).frame.empty
+
+
+def test_a_schedule_whose_departure_instant_disagrees_with_its_hour_is_refused(tmp_path):
+    frame = PackagedSource().read_days("schedule", DAY, DAY + timedelta(days=1)).frame
+    path = tmp_path / "schedule" / "2013-06-01.parquet"
+    write_frame_atomically(frame, path)
+    landing = LandingSource(root=str(tmp_path))
+    assert len(landing.read_days("schedule", DAY, DAY + timedelta(days=1)).frame) == len(frame)
+    frame.loc[3, "sched_dep_at"] += pd.Timedelta(hours=1)
+    write_frame_atomically(frame, path)
+    with pytest.raises(SourceError, match=r"1 row\(s\) have sched_dep_at that is not time_hour \+ minute"):
+        landing.judge_file("schedule", path, DAY)

@@ -258,6 +258,23 @@ class _Judge:
             )
         if spec.local_hour:
             self._local_hour(stamps)
+        if spec.instant_of:
+            self._instant_of(*spec.instant_of)
+
+    def _instant_of(self, instant: str, base: str, minute: str) -> None:
+        """A scheduled instant is its scheduled hour's instant plus the minute."""
+        got, hour = _utc(self.frame[instant]), _utc(self.frame[base])
+        minutes = _floats(self.frame[minute])
+        usable = ~np.isnat(got) & ~np.isnat(hour) & ~np.isnan(minutes)
+        offset = (np.where(usable, minutes, 0) * 60_000_000).astype("int64")
+        wrong = usable & (got.astype("int64") != hour.astype("int64") + offset)
+        self._flag(
+            wrong,
+            lambda n, row: (
+                f"{n} row(s) have {instant} that is not {base} + {minute} minutes "
+                f"(first in row {self._row_in_file(row)}: {self.frame[instant].iloc[row]})"
+            ),
+        )
 
     def _local_hour(self, stamps: np.ndarray) -> None:
         """The instant is the day's local hour: either reading of an hour the clocks repeat."""

@@ -84,6 +84,8 @@ class TableSpec:
     day_column: str | None = None
     # Hourly tables: the instant column that must fall in the file's UTC hour (``event_hour``).
     event_instant: str | None = None
+    # An instant written out from others: (instant, the instant of its hour, the minute).
+    instant_of: tuple[str, str, str] | None = None
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -312,6 +314,7 @@ SCHEDULE = TableSpec(
     date_parts=FLIGHTS.date_parts,
     local_hour=FLIGHTS.local_hour,
     clock_parts=FLIGHTS.clock_parts,
+    instant_of=("sched_dep_at", "time_hour", "minute"),
     filled_daily=True,
     columns=_flight_columns(
         intraday.SCHEDULE_COLUMNS,
