@@ -31,6 +31,8 @@ flights as (
         sched_dep_at,
         sched_arr_at,
         case when prev_sched_dep_at >= sched_dep_at - interval 24 hour then prev_flight_id end as prev_flight_id,
+        case when prev_sched_dep_at >= sched_dep_at - interval 24 hour then prev_sched_dep_at end
+            as prev_sched_dep_at,
         case when prev_sched_dep_at >= sched_dep_at - interval 24 hour
             then (epoch(sched_dep_at) - epoch(prev_sched_arr_at)) / 60 end as prev_turn_minutes
     from legs

@@ -1,0 +1,62 @@
+{#
+  The event history both point-in-time models share: per flight, arrival and departure delays of
+  the New York days before its `history_day` (the day of its prediction instant), so only
+  events before that instant count. A model defines a `flights` CTE with `history_day`, then
+  puts history_ctes() among its CTEs, history_columns() in its select list and history_joins()
+  after `from flights as f`.
+#}
+
+{# (CTE name, event table, keys, days) of each history feature group. #}
+{% macro history_groups(lookback) -%}
+    {{ return([
+        ('origin_28d', 'arrival_days', ['origin'], lookback),
+        ('carrier_28d', 'arrival_days', ['carrier'], lookback),
+        ('dest_28d', 'arrival_days', ['dest'], lookback),
+        ('route_28d', 'arrival_days', ['origin', 'dest'], lookback),
+        ('flight_28d', 'arrival_days', ['carrier', 'flight'], lookback),
+        ('flight_7d', 'arrival_days', ['carrier', 'flight'], 7),
+        ('origin_1d', 'arrival_days', ['origin'], 1),
+        ('carrier_1d', 'arrival_days', ['carrier'], 1),
+        ('dest_1d', 'arrival_days', ['dest'], 1),
+        ('dep_origin_1d', 'departure_days', ['origin'], 1),
+        ('dep_carrier_28d', 'departure_days', ['carrier'], lookback),
+    ]) }}
+{%- endmacro %}
+
+{% macro history_ctes(lookback) -%}
+arrival_days as (
+    select
+        {{ ny_day('arr_at') }} as day, carrier, flight, origin, dest,
+        count(*) as n, count_if(arr_delay > 15) as late, sum(arr_delay) as delay
+    from {{ ref('stg_arrivals') }}
+    where {{ events_for_window('event_hour', lookback + 2) }}
+    group by all
+),
+
+departure_days as (
+    select
+        {{ ny_day('dep_at') }} as day, carrier, origin,
+        count(*) as n, count_if(dep_delay > 15) as late, sum(dep_delay) as delay
+    from {{ ref('stg_departures') }}
+    where {{ events_for_window('event_hour', lookback + 2) }}
+    group by all
+),
+{% for name, daily, keys, days in history_groups(lookback) %}
+{{ name }} as ({{ trailing(daily, 'flights', 'history_day', keys, name, days) }}),
+{% endfor %}
+{%- endmacro %}
+
+{% macro history_columns(lookback) -%}
+{% for name, daily, keys, days in history_groups(lookback) %}
+    {{ name }}.{{ name }}_n,
+    {{ name }}.{{ name }}_late_rate,
+    {{ name }}.{{ name }}_delay,
+{%- endfor %}
+{%- endmacro %}
+
+{% macro history_joins(lookback) -%}
+{% for name, daily, keys, days in history_groups(lookback) %}
+left join {{ name }} on {{ name }}.history_day = f.history_day
+    {%- for k in keys %} and {{ name }}.{{ k }} = f.{{ k }}{% endfor %}
+{%- endfor %}
+{%- endmacro %}
