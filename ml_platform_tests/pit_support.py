@@ -105,9 +105,11 @@ def build_models(path: Path, start: date, end: date, nowcast_hours: int = 2, thr
         raise RuntimeError(f"dbt build failed: {result.exception or failed}")
 
 
-def read_features(path: Path, model: str) -> pd.DataFrame:
+def read_features(path: Path, model: str, read_only: bool = False) -> pd.DataFrame:
+    """A built model's rows. Read-only lets several processes read at once; a process that ran
+    dbt in-process still holds the file open read-write, and must read the same way."""
     if model not in PIT_MODELS:
         raise ValueError(f"unknown model {model!r}")
-    with duckdb.connect(str(path)) as conn:
+    with duckdb.connect(str(path), read_only=read_only) as conn:
         conn.execute("set TimeZone = 'UTC'")
         return conn.execute(f"select * from features_staging.{model} order by flight_id").fetchdf()  # noqa: S608

@@ -58,7 +58,7 @@
     select
         q.{{ query_day }},
         {% for k in keys %}q.{{ k }},{% endfor %}
-        sum(d.n) as {{ prefix }}_n,
+        cast(sum(d.n) as bigint) as {{ prefix }}_n,
         sum(d.late) / sum(d.n) as {{ prefix }}_late_rate,
         sum(d.delay) / sum(d.n) as {{ prefix }}_delay
     from (select distinct {{ query_day }}, {{ keys | join(', ') }} from {{ queries }}) as q
