@@ -6,6 +6,7 @@ each hour; they are cut by flooring each event's instant (one pass, not one slic
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -90,11 +91,10 @@ def build_models(path: Path, start: date, end: date, nowcast_hours: int = 2, thr
     previous = os.environ.get("ML_PLATFORM_WAREHOUSE")
     os.environ["ML_PLATFORM_WAREHOUSE"] = str(path)
     try:
-        with tempfile.TemporaryDirectory() as target:
-            args = ["build", "--quiet", "--select", *PIT_MODELS, "--vars", json.dumps(variables)]
-            args += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-            args += ["--target-path", target, "--threads", str(threads)]
-            result = dbtRunner().invoke(args)
+        args = ["build", "--quiet", "--select", *PIT_MODELS, "--vars", json.dumps(variables)]
+        args += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+        args += ["--target-path", _target_path(), "--threads", str(threads)]
+        result = dbtRunner().invoke(args)
     finally:
         if previous is None:
             os.environ.pop("ML_PLATFORM_WAREHOUSE", None)
@@ -103,6 +103,13 @@ def build_models(path: Path, start: date, end: date, nowcast_hours: int = 2, thr
     if not result.success:
         failed = [r.message for r in getattr(result.result, "results", []) if r.status in ("error", "fail")]
         raise RuntimeError(f"dbt build failed: {result.exception or failed}")
+
+
+@functools.cache
+def _target_path() -> str:
+    """One dbt target folder per process, not the project's: a build with the same vars re-uses
+    the previous parse."""
+    return tempfile.mkdtemp(prefix="pit-dbt-")
 
 
 def read_features(path: Path, model: str, read_only: bool = False) -> pd.DataFrame:
