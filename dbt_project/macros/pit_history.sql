@@ -60,3 +60,26 @@ left join {{ name }} on {{ name }}.history_day = f.history_day
     {%- for k in keys %} and {{ name }}.{{ k }} = f.{{ k }}{% endfor %}
 {%- endfor %}
 {%- endmacro %}
+
+{#
+  The origin's weather observed before each (origin, as_of) of `queries`: precipitation and
+  wind of the last hours, the latest observation, and the pressure trend (a falling barometer
+  announces weather the next hours bring), from the relation `observations`.
+#}
+{% macro weather_before(queries) -%}
+    select
+        q.origin, q.as_of,
+        sum(case when o.time_hour >= q.as_of - interval 3 hour then o.precip end) as precip_3h,
+        sum(o.precip) as precip_12h,
+        max(case when o.time_hour >= q.as_of - interval 3 hour then o.wind_speed end) as wind_speed_3h,
+        arg_max(o.visib, o.time_hour) as visib_last,
+        arg_max(o.temp, o.time_hour) as temp_last,
+        arg_max(o.humid, o.time_hour) as humid_last,
+        arg_max(o.pressure, o.time_hour) as pressure_last,
+        arg_max(o.pressure, o.time_hour) - arg_min(o.pressure, o.time_hour) as pressure_change_12h,
+        min(o.visib) as visib_min_12h
+    from (select distinct origin, as_of from {{ queries }}) as q
+    left join observations as o
+        on o.origin = q.origin and o.time_hour >= q.as_of - interval 12 hour and o.time_hour < q.as_of
+    group by all
+{%- endmacro %}

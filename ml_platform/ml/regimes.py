@@ -43,6 +43,18 @@ HISTORY_GROUPS = [
     "dep_carrier_28d",
 ]
 HISTORY = [f"{group}_{stat}" for group in HISTORY_GROUPS for stat in ("n", "late_rate", "delay")]
+# The origin's weather observed before the prediction instant (both regimes).
+WEATHER = [
+    "precip_3h",
+    "precip_12h",
+    "wind_speed_3h",
+    "visib_last",
+    "temp_last",
+    "humid_last",
+    "pressure_last",
+    "pressure_change_12h",
+    "visib_min_12h",
+]
 NOW = [
     "origin_departed_today",
     "origin_dep_delay_today",
@@ -57,14 +69,9 @@ NOW = [
     "carrier_arr_delay_today",
     "carrier_late_share_today",
     "carrier_dep_delay_today",
-    "precip_3h",
-    "precip_12h",
-    "wind_speed_3h",
-    "visib_last",
-    "temp_last",
-    "humid_last",
-    "pressure_last",
-    "visib_min_12h",
+    "origin_dep_delay_1h",
+    "dest_late_share_3h",
+    "carrier_origin_dep_delay_today",
     "prev_departed",
     "prev_arrived",
     "prev_dep_delay",
@@ -88,8 +95,8 @@ class Regime:
         return self.categorical + self.numeric
 
 
-DAY_AHEAD = Regime("day_ahead", "day_ahead_features", CATEGORICAL, SCHEDULE + HISTORY)
-NOWCAST = Regime("nowcast", "nowcast_features", CATEGORICAL, SCHEDULE + HISTORY + NOW)
+DAY_AHEAD = Regime("day_ahead", "day_ahead_features", CATEGORICAL, SCHEDULE + HISTORY + WEATHER)
+NOWCAST = Regime("nowcast", "nowcast_features", CATEGORICAL, SCHEDULE + HISTORY + WEATHER + NOW)
 REGIMES = {r.name: r for r in (DAY_AHEAD, NOWCAST)}
 
 

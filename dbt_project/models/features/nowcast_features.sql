@@ -51,7 +51,8 @@ origin_now as (
         avg(d.dep_delay) as origin_dep_delay_today,
         avg(case when d.dep_delay > 15 then 1.0 when d.dep_delay is not null then 0.0 end)
             as origin_dep_late_share_today,
-        avg(case when d.dep_at >= q.as_of - interval 2 hour then d.dep_delay end) as origin_dep_delay_2h
+        avg(case when d.dep_at >= q.as_of - interval 2 hour then d.dep_delay end) as origin_dep_delay_2h,
+        avg(case when d.dep_at >= q.as_of - interval 1 hour then d.dep_delay end) as origin_dep_delay_1h
     from (select distinct origin, as_of, day_start from flights_now) as q
     left join departures as d
         on d.origin = q.origin and d.dep_at >= q.day_start and d.dep_at < q.as_of
@@ -78,7 +79,9 @@ dest_now as (
         avg(a.arr_delay) as dest_arr_delay_today,
         avg(case when a.arr_delay > 15 then 1.0 when a.arr_delay is not null then 0.0 end)
             as dest_late_share_today,
-        avg(case when a.arr_at >= q.as_of - interval 3 hour then a.arr_delay end) as dest_arr_delay_3h
+        avg(case when a.arr_at >= q.as_of - interval 3 hour then a.arr_delay end) as dest_arr_delay_3h,
+        avg(case when a.arr_at < q.as_of - interval 3 hour then null when a.arr_delay > 15 then 1.0
+            when a.arr_delay is not null then 0.0 end) as dest_late_share_3h
     from (select distinct dest, as_of, day_start from flights_now) as q
     left join arrivals as a on a.dest = q.dest and a.arr_at >= q.day_start and a.arr_at < q.as_of
     group by all
@@ -97,29 +100,17 @@ carrier_now as (
 ),
 
 carrier_departures_now as (
-    select q.carrier, q.as_of, avg(d.dep_delay) as carrier_dep_delay_today
-    from (select distinct carrier, as_of, day_start from flights_now) as q
+    select
+        q.carrier, q.origin, q.as_of,
+        avg(d.dep_delay) as carrier_dep_delay_today,
+        avg(case when d.origin = q.origin then d.dep_delay end) as carrier_origin_dep_delay_today
+    from (select distinct carrier, origin, as_of, day_start from flights_now) as q
     left join departures as d
         on d.carrier = q.carrier and d.dep_at >= q.day_start and d.dep_at < q.as_of
     group by all
 ),
 
-weather_now as (
-    select
-        q.origin, q.as_of,
-        sum(case when o.time_hour >= q.as_of - interval 3 hour then o.precip end) as precip_3h,
-        sum(o.precip) as precip_12h,
-        max(case when o.time_hour >= q.as_of - interval 3 hour then o.wind_speed end) as wind_speed_3h,
-        arg_max(o.visib, o.time_hour) as visib_last,
-        arg_max(o.temp, o.time_hour) as temp_last,
-        arg_max(o.humid, o.time_hour) as humid_last,
-        arg_max(o.pressure, o.time_hour) as pressure_last,
-        min(o.visib) as visib_min_12h
-    from (select distinct origin, as_of from flights_now) as q
-    left join observations as o
-        on o.origin = q.origin and o.time_hour >= q.as_of - interval 12 hour and o.time_hour < q.as_of
-    group by all
-),
+weather_now as ({{ weather_before('flights_now') }}),
 
 previous_leg as (
     select
@@ -171,15 +162,18 @@ select
     o.origin_dep_delay_today,
     o.origin_dep_late_share_today,
     o.origin_dep_delay_2h,
+    o.origin_dep_delay_1h,
     coalesce(p.origin_pending, 0) as origin_pending,
     p.origin_pending_minutes,
     dn.dest_arrived_today,
     dn.dest_arr_delay_today,
     dn.dest_late_share_today,
     dn.dest_arr_delay_3h,
+    dn.dest_late_share_3h,
     cn.carrier_arr_delay_today,
     cn.carrier_late_share_today,
     cd.carrier_dep_delay_today,
+    cd.carrier_origin_dep_delay_today,
     w.precip_3h,
     w.precip_12h,
     w.wind_speed_3h,
@@ -187,6 +181,7 @@ select
     w.temp_last,
     w.humid_last,
     w.pressure_last,
+    w.pressure_change_12h,
     w.visib_min_12h,
     pl.prev_departed,
     pl.prev_arrived,
@@ -201,7 +196,8 @@ left join origin_now as o on o.origin = f.origin and o.as_of = f.as_of
 left join pending as p on p.origin = f.origin and p.as_of = f.as_of
 left join dest_now as dn on dn.dest = f.dest and dn.as_of = f.as_of
 left join carrier_now as cn on cn.carrier = f.carrier and cn.as_of = f.as_of
-left join carrier_departures_now as cd on cd.carrier = f.carrier and cd.as_of = f.as_of
+left join carrier_departures_now as cd
+    on cd.carrier = f.carrier and cd.origin = f.origin and cd.as_of = f.as_of
 left join weather_now as w on w.origin = f.origin and w.as_of = f.as_of
 left join previous_leg as pl on pl.flight_id = f.flight_id
 left join labels as l on l.flight_id = f.flight_id
