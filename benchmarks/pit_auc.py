@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import time
@@ -109,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--skip-build", action="store_true", help="the features in --db are current")
+    parser.add_argument("--built", default="{}", help="with --skip-build: the build's timings (JSON)")
     parser.add_argument("--regimes", default="day_ahead,nowcast")
     parser.add_argument("--windows", default="28,56,91")
     parser.add_argument("--params", default="explore")
@@ -117,7 +119,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     loads = [f"start: {load()}"]
-    built = {} if args.skip_build else build(args.db, args.nowcast_hours)
+    built = json.loads(args.built) if args.skip_build else build(args.db, args.nowcast_hours)
     print(json.dumps(built), flush=True)
     cases = [
         (str(args.db), regime, int(window), params)
@@ -126,7 +128,8 @@ def main() -> None:
         for window in args.windows.split(",")
     ]
     results = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # Spawned, not forked: a fork would inherit the in-process dbt build's open warehouse.
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for result in pool.map(case, *zip(*cases, strict=True)):
             weekly = result.pop("weekly")
             print(json.dumps(result), flush=True)

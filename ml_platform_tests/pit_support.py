@@ -82,7 +82,7 @@ def write_raw(path: Path, raw: RawDays) -> None:
             conn.unregister("frame")
 
 
-def build_models(path: Path, start: date, end: date, nowcast_hours: int = 2, threads: int = 1) -> None:
+def build_models(path: Path, start: date, end: date, nowcast_hours: int | str = 2, threads: int = 1) -> None:
     """``dbt build`` of the point-in-time models and their tests for the window ``[start, end)``,
     into the DuckDB file at ``path`` (dbt's own target folder is left alone)."""
     from dbt.cli.main import dbtRunner

@@ -8,7 +8,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
@@ -79,15 +79,19 @@ def perturb_after(raw: RawDays, cut: pd.Timestamp, seed: int) -> RawDays:
     )
 
 
-# One cut per example: each example is a dbt build (about 10 s on 2 cores).
+# Each example is a dbt build (about 10 s on 2 cores): one drawn cut and two fixed ones.
 CUTS = st.datetimes(
     min_value=pd.Timestamp("2013-03-10 03:00").to_pydatetime(),
     max_value=pd.Timestamp("2013-03-12 03:00").to_pydatetime(),
 ).map(lambda t: pd.Timestamp(t, tz="UTC").floor("min"))
 
 
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=CUTS, seed=st.integers(0, 2**16))
+# New York midnight (the day-ahead instant: late arrivals of the day before change) and an hour
+# boundary (nowcast instants are hour starts: an event at as_of itself is not known).
+@example(cut=pd.Timestamp("2013-03-11 04:00", tz="UTC"), seed=1)
+@example(cut=pd.Timestamp("2013-03-10 18:00", tz="UTC"), seed=2)
 def test_events_after_the_prediction_instant_change_no_feature(raw, built, tmp_path, cut, seed):
     path = tmp_path / f"perturbed-{seed}.duckdb"
     path.unlink(missing_ok=True)
@@ -115,3 +119,10 @@ def test_a_day_built_alone_equals_the_same_day_in_a_longer_window(raw, tmp_path)
         many = many[many.flight_date == pd.Timestamp(day)].reset_index(drop=True)
         assert len(one) == len(raw.schedule[raw.schedule.flight_date == pd.Timestamp(day)]) > 900
         assert_frame_equal(one, many, check_dtype=False)  # a column without nulls reads as int64
+
+
+def test_nowcast_hours_must_be_an_integer(raw, tmp_path):
+    path = tmp_path / "hours.duckdb"
+    pit_support.write_raw(path, raw)
+    with pytest.raises(RuntimeError, match="nowcast_hours=2; drop table.*not a non-negative integer"):
+        pit_support.build_models(path, *WINDOW, nowcast_hours="2; drop table raw.schedule")
