@@ -24,6 +24,7 @@ from ml_platform.automation.schedules import build_schedules
 from ml_platform.automation.sensors import build_sensors
 from ml_platform.config import Settings, load_settings
 from ml_platform.features.assets import build_dbt_features
+from ml_platform.features.pit_assets import build_pit_features
 from ml_platform.ingestion.assets import build_raw_daily_assets, raw_reference_assets
 from ml_platform.ingestion.hourly_assets import build_intraday_assets
 from ml_platform.keys import CANDIDATES, Candidate
@@ -47,6 +48,7 @@ def build_assets(
         *raw_reference_assets,
         *build_intraday_assets(partitions, hourly_partitions_for(settings)),
         build_dbt_features(partitions, engine_for(settings.warehouse, settings.lake_data_path).database),
+        build_pit_features(partitions, engine_for(settings.warehouse, settings.lake_data_path).database),
         build_training_set(settings),
         *build_candidate_assets(candidates),
         build_model_selection(candidates),

@@ -35,6 +35,9 @@ KEEP_RUN_TARGETS = 20
 # How long a build waits for another window's build to leave the staging relation (a lake's).
 STAGING_LOCK_SECONDS = 1800.0
 PARTITION_COLUMNS = {"flight_features": "flight_date"}
+# The point-in-time models (pit_assets.py) are assets of their own, on the intraday raw tables:
+# this asset neither builds them nor versions its readers by their SQL.
+PIT_MODELS = ("day_ahead_features", "nowcast_features")
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 if not dbt_project.manifest_path.exists():
@@ -117,6 +120,7 @@ def build_dbt_features(partitions: PartitionsDefinition, database: str | None = 
         backfill_policy=BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         name="dbt_features",
+        exclude=" ".join(PIT_MODELS),
     )
     def dbt_features(context: AssetExecutionContext, dbt: DbtCli, warehouse: Warehouse):
         """dbt builds the run's partition window into staging and tests it (the tests are asset
@@ -256,7 +260,9 @@ def model_code_versions(manifest: Mapping[str, Any]) -> dict[AssetKey, str | Non
     return {
         translator.get_asset_key(node): translator.get_code_version(node)
         for node in manifest["nodes"].values()
-        if node["resource_type"] == "model" and node["config"].get("materialized") != "ephemeral"
+        if node["resource_type"] == "model"
+        and node["config"].get("materialized") != "ephemeral"
+        and node["name"] not in PIT_MODELS
     }
 
 

@@ -26,16 +26,21 @@ KEY = "flight_id"
 DAY = "flight_date"
 
 
-def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The model input: declared feature columns, in order, with stable dtypes (categories as
-    Python objects with None for missing, numbers as float64, finite or NaN). Columns already in
-    those dtypes are passed through without conversion: this runs on every scored row."""
-    missing = [c for c in FEATURES if c not in frame.columns]
+def feature_frame(
+    frame: pd.DataFrame, categorical: list[str] | None = None, numeric: list[str] | None = None
+) -> pd.DataFrame:
+    """The model input: declared feature columns (``flight_features``' unless given), in order,
+    with stable dtypes (categories as Python objects with None for missing, numbers as float64,
+    finite or NaN). Columns already in those dtypes are passed through without conversion: this
+    runs on every scored row."""
+    categorical = CATEGORICAL if categorical is None else categorical
+    numeric = NUMERIC if numeric is None else numeric
+    missing = [c for c in categorical + numeric if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks column(s) {', '.join(missing)}")
-    columns = {col: _categories(frame[col]) for col in CATEGORICAL}
-    columns.update({col: _numbers(frame[col]) for col in NUMERIC})
-    infinite = [col for col in NUMERIC if np.isinf(columns[col]).any()]
+    columns = {col: _categories(frame[col]) for col in categorical}
+    columns.update({col: _numbers(frame[col]) for col in numeric})
+    infinite = [col for col in numeric if np.isinf(columns[col]).any()]
     if infinite:
         raise ValueError(f"feature column(s) {', '.join(infinite)} hold infinite values")
     return pd.DataFrame(columns, copy=False)

@@ -90,16 +90,25 @@ def walk_forward(
     last_cutoff: date,
     window_days: int,
     holdout_days: int,
-    frozen_until: date,
+    frozen_until: date | None,
     threshold: float,
     threads: int = 1,
+    columns: tuple[list[str], list[str]] | None = None,
 ) -> pd.DataFrame:
     """Each week: retrain on the trailing window and score the next week, beside a model frozen
-    after training on everything before ``frozen_until``. Returns one row per week."""
+    after training on everything before ``frozen_until`` (None: no frozen model, its AUC NaN).
+    ``columns``: the (categorical, numeric) feature columns, ``flight_features``' by default.
+    Returns one row per week."""
     labelled = features[features[LABEL].notna()].copy()
     days = pd.to_datetime(labelled[DAY])
-    frozen_train = labelled[days < pd.Timestamp(frozen_until)]
-    frozen = fit(make_model(), feature_frame(frozen_train), labels(frozen_train), threads)
+
+    def x_of(frame: pd.DataFrame) -> pd.DataFrame:
+        return feature_frame(frame, *(columns or (None, None)))
+
+    frozen = None
+    if frozen_until is not None:
+        frozen_train = labelled[days < pd.Timestamp(frozen_until)]
+        frozen = fit(make_model(), x_of(frozen_train), labels(frozen_train), threads)
     rows = []
     cutoff = first_cutoff
     while cutoff <= last_cutoff:
@@ -109,11 +118,15 @@ def walk_forward(
             (days >= pd.Timestamp(cutoff)) & (days < pd.Timestamp(cutoff + timedelta(days=holdout_days)))
         ]
         if len(train) and hold[LABEL].nunique() == 2:
-            weekly = fit(make_model(), feature_frame(train), labels(train), threads)
+            weekly = fit(make_model(), x_of(train), labels(train), threads)
             y = labels(hold).to_numpy()
-            x = feature_frame(hold)
+            x = x_of(hold)
             m_weekly = classification_metrics(y, weekly.predict_proba(x)[:, 1], threshold)
-            m_frozen = classification_metrics(y, frozen.predict_proba(x)[:, 1], threshold)
+            m_frozen = (
+                classification_metrics(y, frozen.predict_proba(x)[:, 1], threshold)
+                if frozen is not None
+                else {"roc_auc": float("nan"), "log_loss": float("nan")}
+            )
             rows.append(
                 {
                     "week_start": pd.Timestamp(cutoff),

@@ -38,3 +38,17 @@ where {{ in_window('flight_date') }}
 group by 1
 having count(temp) < 0.5 * count(*)
 {% endtest %}
+
+{% test row_count_matches_schedule(model) %}
+-- Every scheduled flight of the window has exactly one feature row, and no more.
+with features as (
+    select flight_date, count(*) as n from {{ model }} where {{ in_window('flight_date') }} group by 1
+),
+planned as (
+    select flight_date, count(*) as n from {{ source('raw', 'schedule') }}
+    where {{ in_window('flight_date') }} group by 1
+)
+select coalesce(f.flight_date, p.flight_date) as flight_date, f.n as feature_rows, p.n as planned_rows
+from features f full outer join planned p on f.flight_date = p.flight_date
+where coalesce(f.n, 0) != coalesce(p.n, 0)
+{% endtest %}
