@@ -106,7 +106,10 @@ class WatchedCeleryExecutor(CeleryExecutor):
 
 
 @executor(name="celery", config_schema=CELERY_CONFIG, requirements=multiple_process_executor_requirements())
-def _watched_celery_executor(init_context) -> WatchedCeleryExecutor:
+def watched_celery_executor(init_context) -> WatchedCeleryExecutor:
+    """dagster-celery's ``celery_executor`` (same name, same config) with the steps' workers watched,
+    whatever the switch says: ``celery_steps_executor`` is what a deployment uses; upstream's
+    dagster-celery suite (``make test-conformance-celery``) runs with this one patched in."""
     config = init_context.executor_config
     return WatchedCeleryExecutor(
         broker=config.get("broker"),
@@ -119,4 +122,4 @@ def _watched_celery_executor(init_context) -> WatchedCeleryExecutor:
 
 def celery_steps_executor() -> ExecutorDefinition:
     """dagster-celery's executor, its steps' workers watched where this accelerator is on."""
-    return _watched_celery_executor if CELERY_WATCH.on() else celery_executor
+    return watched_celery_executor if CELERY_WATCH.on() else celery_executor
