@@ -14,6 +14,12 @@ its authors wrote for these interfaces, before the pins move.
   platform's storages; ``plugin``: the fixtures upstream's conftests would give, and the exclusions.
 - ``postgres``: the databases and the role the PostgreSQL suites use.
 
+``python -m ml_platform_tests.conformance.celery_run`` (``make test-conformance-celery``) does the
+same for the one accelerator that replaces part of dagster-celery, ``celery_watch``: it runs
+dagster-celery's own test suite, from its source distribution, on this machine's RabbitMQ with the
+watch patched in and without it (``celery_plugin``: the fixtures of upstream's conftest, without
+Docker; ``rabbitmq``: a virtual host per pytest process).
+
 Nothing here is collected by the project's own ``pytest`` run: no module is named ``test_*``; the
 runner collects the suites from files it writes under ``.conformance/``.
 """
@@ -21,6 +27,8 @@ runner collects the suites from files it writes under ``.conformance/``.
 # Upstream tests left out, by name (``TestClass::test_name``, or a bare test name for every class),
 # each with its reason. They are reported as skipped with the reason; every other failure fails.
 EXCLUDED: dict[str, str] = {}
+# The same for dagster-celery's suite (``celery_run``), by test name.
+EXCLUDED_CELERY: dict[str, str] = {}
 
 # How the runner tells the pytest processes where PostgreSQL is (set by the runner, read by plugin).
 ENV_PG_SERVER = "ML_PLATFORM_CONFORMANCE_PG_SERVER"  # postgresql://user@host:port, admin rights

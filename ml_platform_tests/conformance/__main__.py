@@ -13,7 +13,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,16 +35,6 @@ def say(message: str) -> None:
 
 def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
-
-
-def scratch_directory(layout: sources.Layout) -> Path:
-    """The tests' working and temporary directory: in memory where the machine has a tmpfs at
-    /dev/shm. The suites make some thousands of SQLite files and otherwise wait for the disk at each
-    commit; on a busy disk the SQLite suites took several times as long."""
-    parent = Path("/dev/shm")
-    if not (parent.is_dir() and os.access(parent, os.W_OK)):
-        parent = layout.work
-    return Path(tempfile.mkdtemp(prefix="ml_platform_conformance_", dir=parent))
 
 
 def pytest_command(layout: sources.Layout, workers: int, extra: list[str]) -> list[str]:
@@ -100,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prefix = f"mlp_conformance_{os.getpid()}_{secrets.token_hex(3)}"
     report_file = layout.root / f"report-{prefix}.json"
-    scratch = scratch_directory(layout)
+    scratch = sources.scratch_directory(layout)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(

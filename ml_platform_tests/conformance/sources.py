@@ -4,7 +4,8 @@
 - ``sdists/``: the source distributions of dagster and dagster-postgres, as the package index
   serves them (the wheels carry no tests).
 - ``src/<sdist>/``: only their test packages, ``dagster_tests`` and ``dagster_postgres_tests``, so
-  that the path never puts the sdists' copies of ``dagster`` ahead of the installed one.
+  that the path never puts the sdists' copies of ``dagster`` ahead of the installed one; likewise
+  ``dagster_celery_tests`` from dagster-celery's sdist, for ``celery_run``.
 - ``shims/``: what those tests import and upstream does not publish (``dagster_test``), or the
   project does not install (``objgraph``).
 - ``suites/``: the files pytest collects, each importing the wired classes of a ``*_suites``
@@ -15,10 +16,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Distribution -> its test package inside the sdist.
 TEST_PACKAGES = {"dagster": "dagster_tests", "dagster-postgres": "dagster_postgres_tests"}
+# dagster-celery's tests are collected from its sdist as they are (``celery_run``).
+CELERY_TEST_PACKAGES = {"dagster-celery": "dagster_celery_tests"}
 SUITE_MODULES = {
     "test_sqlite_storages.py": "ml_platform_tests.conformance.sqlite_suites",
     "test_postgres_storages.py": "ml_platform_tests.conformance.postgres_suites",
@@ -75,6 +80,19 @@ def prepare(root: Path, versions: dict[str, str]) -> Layout:
     work.mkdir(exist_ok=True)
     repo = HERE.parent.parent
     return Layout(root, (repo, *paths, shims), suites, ini, work)
+
+
+def prepare_celery(root: Path) -> Layout:
+    """dagster-celery's tests at the installed version; ``suites`` is its test package."""
+    versions = {dist: version(dist) for dist in CELERY_TEST_PACKAGES}
+    sdists = download(root / "sdists", versions)
+    [(dist, package)] = CELERY_TEST_PACKAGES.items()
+    source = extract(sdists[dist], package, root / "src")
+    ini = root / "pytest.ini"
+    ini.write_text(PYTEST_INI)
+    work = root / "work"
+    work.mkdir(exist_ok=True)
+    return Layout(root, (HERE.parent.parent, source), source / package, ini, work)
 
 
 def _sdist_file(directory: Path, dist: str, version_: str) -> Path | None:
@@ -136,3 +154,13 @@ def write_shims(directory: Path) -> Path:
     if importlib.util.find_spec("objgraph") is None:
         shutil.copyfile(HERE / "objgraph_stand_in.py", stand_in)
     return directory
+
+
+def scratch_directory(layout: Layout) -> Path:
+    """The tests' working and temporary directory: in memory where the machine has a tmpfs at
+    /dev/shm. The suites make some thousands of SQLite files and otherwise wait for the disk at each
+    commit; on a busy disk the SQLite suites took several times as long."""
+    parent = Path("/dev/shm")
+    if not (parent.is_dir() and os.access(parent, os.W_OK)):
+        parent = layout.work
+    return Path(tempfile.mkdtemp(prefix="ml_platform_conformance_", dir=parent))
