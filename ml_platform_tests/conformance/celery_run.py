@@ -12,6 +12,7 @@ left when pytest ends are stopped: asked to shut down through their virtual host
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ml_platform_tests.conformance import ENV_REPORT, EXCLUDED_CELERY, sources
-from ml_platform_tests.conformance.celery_plugin import ENV_VHOST_PREFIX, ENV_WATCH
+from ml_platform_tests.conformance.celery_plugin import ENV_PING_EVERY, ENV_VHOST_PREFIX, ENV_WATCH
 from ml_platform_tests.conformance.rabbitmq import Broker
 
 MODES = ("on", "off")
@@ -58,7 +59,7 @@ class Outcome:
 
     def line(self) -> str:
         c = self.counts
-        watch = ", ".join(f"{n} {what}" for what, n in sorted(self.watch.items())) or "nothing watched"
+        watch = ", ".join(f"{what} {n}" for what, n in sorted(self.watch.items())) or "nothing watched"
         rerun = f" ({len(self.passed_on_rerun)} of them on a rerun)" if self.passed_on_rerun else ""
         return (
             f"watch {self.mode}: {c.get('passed', 0)} passed{rerun}, {c.get('failed', 0)} failed, "
@@ -156,15 +157,19 @@ def stop_leftover_workers(prefix: str) -> None:
         say(f"terminated process {proc.name}, left by the tests")
 
 
-def main(argv: list[str] | None = None, workers: int = 2) -> int:
-    """Both modes (``on`` then ``off``) or those in ``argv`` (``--watch on``); 0 if all passed."""
-    argv = list(argv or [])
-    modes = MODES
-    if "--watch" in argv:
-        at = argv.index("--watch")
-        modes, argv = (argv[at + 1],), argv[:at] + argv[at + 2 :]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_platform_tests.conformance.celery_run")
+    parser.add_argument("--watch", choices=("both", *MODES), default="both", help="default: on, then off")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: none)")
+    parser.add_argument("--ping-every", type=float, help="seconds between the watch's pings (its own: 5)")
+    parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest (e.g. -k, -x)")
+    args = parser.parse_args(argv)
+    modes = MODES if args.watch == "both" else (args.watch,)
+    if args.ping_every:
+        os.environ[ENV_PING_EVERY] = str(args.ping_every)
     versions = ", ".join(f"{d} {version(d)}" for d in ("dagster", "dagster-celery", "celery"))
-    say(f"{versions}: upstream's dagster_celery_tests, watch {' and '.join(modes)}")
+    pings = f", pinging every {args.ping_every} s" if args.ping_every else ""
+    say(f"{versions}: upstream's dagster_celery_tests, watch {' then '.join(modes)}{pings}")
     for name, reason in EXCLUDED_CELERY.items():
         say(f"  excluded {name}: {reason}")
     problem = Broker().problem()
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None, workers: int = 2) -> int:
     except (subprocess.CalledProcessError, RuntimeError) as exc:
         say(f"cannot get the upstream test sources: {exc}")
         return 2
-    outcomes = [run(layout, mode, workers, argv) for mode in modes]
+    started = time.monotonic()
+    outcomes = [run(layout, mode, args.workers, args.pytest_args) for mode in modes]
     failed = False
     for outcome in outcomes:
         problem = outcome.problem()
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None, workers: int = 2) -> int:
         for nodeid in outcome.passed_on_rerun:
             say(f"  watch {outcome.mode}: passed on a rerun: {nodeid}")
         failed = failed or problem is not None
+    say(f"{'FAILED' if failed else 'passed'} in {(time.monotonic() - started) / 60:.1f} min")
     return 1 if failed else 0
 
 
