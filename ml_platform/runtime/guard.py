@@ -1,8 +1,9 @@
 """Each accelerator reaches into a private part of Dagster or dbt that a release may change
 without notice. So each names the package versions it was verified on (by upstream's own test
-suites, ``make test-conformance``, and the project's), is off on any other version, and can be
-switched off: ``ML_PLATFORM_ACCELERATORS`` is ``on`` (the default), ``off``, or a comma-separated
-list of the accelerators that are on. Off means Dagster's and dbt's stock behaviour."""
+suites, ``make test-conformance`` and ``make test-conformance-celery``, and the project's), is off
+on any other version, and can be switched off: ``ML_PLATFORM_ACCELERATORS`` is ``on`` (the
+default), ``off``, or a comma-separated list of the accelerators that are on. Off means Dagster's
+and dbt's stock behaviour."""
 
 from __future__ import annotations
 
