@@ -75,3 +75,14 @@ def weekly_auc_png(weeks, series: dict[str, list[float]], title: str) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown the Dagster UI renders inline (a data URI, so no file server is needed)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def importance_png(features: list[str], values: list[float], errors: list[float], title: str) -> bytes:
+    """Horizontal bars, the most important feature on top."""
+    plt, fig, ax = _figure()
+    fig.set_size_inches(6, 0.3 * len(features) + 1.2)
+    positions = np.arange(len(features))[::-1]
+    ax.barh(positions, values, xerr=errors, color="tab:blue")
+    ax.set_yticks(positions, features)
+    ax.set(xlabel="holdout AUC drop when shuffled", title=title)
+    return _png(plt, fig)
