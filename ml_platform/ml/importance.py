@@ -39,3 +39,17 @@ def permutation_importances(
 
 def top(importances: pd.DataFrame, n: int = 15) -> pd.DataFrame:
     return importances.head(n).reset_index(drop=True)
+
+
+def _final_step(model, x: pd.DataFrame):
+    """A pipeline whose steps before the estimator keep one column per input column (the
+    regimes' ordinal encoding and passthrough) is scored on its transformed input: shuffling an
+    encoded column is shuffling the raw one, and the per-call cost of the pipeline's dataframe
+    steps (most of a small holdout's predict time) is paid once instead of per column and repeat."""
+    steps = getattr(model, "steps", None)
+    if not steps or len(steps) < 2:
+        return model, x
+    transformed = model[:-1].transform(x)
+    if not isinstance(transformed, pd.DataFrame) or sorted(transformed.columns) != sorted(x.columns):
+        return model, x
+    return model[-1], transformed[list(x.columns)]

@@ -128,7 +128,7 @@ def read_regime(warehouse: Warehouse, name: str, end: date) -> pd.DataFrame:
     else:
         pub = PUBLICATIONS[PIT_KEYS[name]]
         schema, table = pub.published_schema, pub.table
-    with warehouse.connection(read_only=True) as conn:
+    with warehouse.connection() as conn:
         if not table_exists(conn, schema, table):
             return pd.DataFrame()
         sql = f"select * from {ident(schema)}.{ident(table)} where flight_date < ? order by all"  # noqa: S608
