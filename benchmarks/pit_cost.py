@@ -30,15 +30,17 @@ def case(work: Path, repeats: int = 3) -> dict:
         assert support.materialize(
             inst, picked["raw_and_features"], start=first.isoformat(), end=last.isoformat()
         ).success
+    from ml_platform.keys import HGB
+
     train, _ = training_frames(settings.warehouse_path, cutoff, window, holdout)
     with support.PeakMemory() as peak:
-        seconds, cpu = fit_candidates(train, repeats, ("hgb",))
+        seconds, cpu = fit_candidates(train, repeats, (HGB.asset_name,))
     out["daily"] = {
         "window_days": window,
         "rows": len(train),
         "features": _daily_feature_count(),
-        "fit_seconds": seconds["hgb"],
-        "fit_cpu_seconds": cpu["hgb"],
+        "fit_seconds": seconds[HGB.asset_name],
+        "fit_cpu_seconds": cpu[HGB.asset_name],
         "peak_rss_mb": peak.mb,
     }
     out["builds"] = builds(work, repeats)

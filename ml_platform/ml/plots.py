@@ -64,11 +64,19 @@ def confusion_png(y_true, proba, threshold: float, title: str) -> bytes:
 def weekly_auc_png(weeks, series: dict[str, list[float]], title: str) -> bytes:
     plt, fig, ax = _figure()
     fig.set_size_inches(7, 3.6)
+    weeks = list(weeks)
+    colours = {}
     for name, values in series.items():
-        ax.plot(weeks, values, marker=".", label=name)
+        # One colour per regime (the name's first word when there are several), frozen dashed.
+        regime = name.split(" ")[0] if len(series) > 2 else name
+        colour = colours.setdefault(regime, f"C{len(colours)}")
+        style = "--" if "frozen" in name and len(series) > 2 else "-"
+        ax.plot(range(len(weeks)), values, marker=".", label=name, color=colour, linestyle=style)
+    step = max(1, len(weeks) // 12)
+    ax.set_xticks(range(0, len(weeks), step), weeks[::step])
     ax.set(xlabel="week starting", ylabel="holdout AUC", title=title)
     ax.tick_params(axis="x", rotation=45)
-    ax.legend()
+    ax.legend(fontsize="small", ncols=2 if len(series) > 2 else 1)  # six lines with three regimes
     return _png(plt, fig)
 
 
