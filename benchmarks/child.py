@@ -22,6 +22,7 @@ CASES = {
     "per_partition": "benchmarks.backfill:per_partition",
     "latency": "benchmarks.latency:land_to_prediction",
     "training": "benchmarks.ml:training_and_scoring",
+    "pit_cost": "benchmarks.pit_cost:case",
     "scaling_landing": "benchmarks.scaling:build_landing",
     "scaling_training": "benchmarks.scaling:training",
     "webserver_load": "benchmarks.load:webserver_load",

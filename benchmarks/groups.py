@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from benchmarks import measure
+from benchmarks import measure, pit_cost
 from benchmarks.measure import summary
 from benchmarks.report import linearity
 
@@ -372,6 +372,7 @@ GROUP_FUNCTIONS: dict[str, Callable[[Runner], None]] = {
     "partitions": partitions,
     "load": load,
     "training": training,
+    "pit_cost": pit_cost.group,
     "latency": latency,
     "scaling": scaling,
     "distributed": distributed,

@@ -71,6 +71,16 @@ def _compared(key: str, fig: dict, figures: dict) -> str:
             )
     if "asset_ratio" in fig:
         notes.append(f"the asset is {fig['asset_ratio']}x this")
+    if "ratio_to_daily_hgb" in fig:
+        run = figures.get("training_run", {}).get("median")
+        budget = f"; the training run, measured in its own group: {run:.1f} s" if run else ""
+        notes.append(f"**{fig['ratio_to_daily_hgb']}x the daily hgb fit**, at the same load{budget}")
+    if "fit_peak_rss_mb" in fig:
+        notes.append(f"peak RSS during the fit {fig['fit_peak_rss_mb']:.0f} MB")
+    if key.startswith("pit_build_") and key != "pit_build_days_30":
+        days30 = figures.get("pit_build_days_30", {}).get("median")
+        if days30:
+            notes.append(f"{fig['median'] / days30:.2f}x the 30-day build")
     if key == "training_run":
         notes.append(
             "median per step: "

@@ -1,7 +1,7 @@
 """The benchmark runner: every measured case in a process of its own, results as JSON and Markdown.
 
 ``python -m benchmarks`` (or ``make bench``) runs the whole set; ``--only`` picks groups
-(floor, backfill, partitions, latency, training, load, scaling). Each case runs in a fresh
+(floor, backfill, partitions, latency, training, pit_cost, load, scaling). Each case runs in a fresh
 process whose wall time and peak memory are taken from outside (``wait4`` and ``/proc``);
 the case reports what it timed inside (the scaling group's floors and year backfills repeat
 inside one process, ``Runner.in_process``). Numbers are written to ``benchmarks/results/latest.json``

@@ -199,11 +199,23 @@ def new_lake(data: Path) -> Iterator[None]:
 def selections():
     import dagster as dg
 
-    from ml_platform.keys import PREDICTIONS, RAW_DAILY
+    from ml_platform.keys import (
+        DAY_AHEAD_FEATURES,
+        NOWCAST_FEATURES,
+        PREDICTIONS,
+        RAW_DAILY,
+        RAW_HOURLY,
+        RAW_SCHEDULE,
+    )
 
     daily = dg.AssetSelection.assets(*RAW_DAILY)
+    # The intraday feed is hourly (one run cannot mix it with daily partitions), and the
+    # point-in-time models are built from it: neither belongs to a run of the daily tables.
+    intraday = dg.AssetSelection.assets(
+        RAW_SCHEDULE, *RAW_HOURLY.values(), DAY_AHEAD_FEATURES, NOWCAST_FEATURES
+    )
     return {
-        "raw_and_features": dg.AssetSelection.groups("ingestion", "features"),
+        "raw_and_features": dg.AssetSelection.groups("ingestion", "features") - intraday,
         "daily_and_features": daily | dg.AssetSelection.groups("features"),
         "references": dg.AssetSelection.groups("ingestion") - daily,
         "training": dg.AssetSelection.groups("training"),

@@ -69,12 +69,18 @@ def observations(weather: pd.DataFrame) -> pd.DataFrame:
     return weather.assign(event_hour=stamps.dt.floor("h")).reset_index(drop=True)
 
 
-def write_raw(path: Path, raw: RawDays) -> None:
-    """Replace the raw tables in the DuckDB file at ``path`` with these frames."""
+INTRADAY = ("schedule", "departures", "arrivals", "observations")
+
+
+def write_raw(path: Path, raw: RawDays, only: tuple[str, ...] | None = None) -> None:
+    """Replace the raw tables in the DuckDB file at ``path`` with these frames (``only``: just
+    those, e.g. ``INTRADAY`` beside a warehouse whose ``raw.flights`` ingestion wrote)."""
     with duckdb.connect(str(path)) as conn:
         conn.execute("set TimeZone = 'UTC'")
         conn.execute("create schema if not exists raw")
         for name, frame in raw.tables().items():
+            if only is not None and name not in only:
+                continue
             days = [c for c in ("flight_date", "weather_date") if c in frame.columns]
             replace = f"replace ({', '.join(f'cast({c} as date) as {c}' for c in days)})" if days else ""
             conn.register("frame", frame)

@@ -294,6 +294,12 @@ def test_backtest_reports_weekly_and_frozen_auc_with_a_plot(ml_env):
     assert all(0.4 < w["auc_weekly_retrain"] < 1 and 0.4 < w["auc_frozen"] < 1 for w in weeks)
     meta = result.asset_materializations_for_node(op_name(BACKTEST))[0].metadata
     assert meta["plot"].value.startswith("![weekly AUC](data:image/png;base64,")
+    # No point-in-time features here: those regimes are reported as skipped, the daily one stands.
+    assert meta["regimes"].value == {
+        "daily": "measured",
+        "day_ahead": "its feature table has no rows",
+        "nowcast": "its feature table has no rows",
+    }
     run = client(settings).get_run(meta["mlflow_run_id"].value)
     assert run.data.metrics["weeks"] == 3.0 and run.info.status == "FINISHED"
 

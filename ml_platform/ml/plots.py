@@ -64,14 +64,33 @@ def confusion_png(y_true, proba, threshold: float, title: str) -> bytes:
 def weekly_auc_png(weeks, series: dict[str, list[float]], title: str) -> bytes:
     plt, fig, ax = _figure()
     fig.set_size_inches(7, 3.6)
+    weeks = list(weeks)
+    colours = {}
     for name, values in series.items():
-        ax.plot(weeks, values, marker=".", label=name)
+        # One colour per regime (the name's first word when there are several), frozen dashed.
+        regime = name.split(" ")[0] if len(series) > 2 else name
+        colour = colours.setdefault(regime, f"C{len(colours)}")
+        style = "--" if "frozen" in name and len(series) > 2 else "-"
+        ax.plot(range(len(weeks)), values, marker=".", label=name, color=colour, linestyle=style)
+    step = max(1, len(weeks) // 12)
+    ax.set_xticks(range(0, len(weeks), step), weeks[::step])
     ax.set(xlabel="week starting", ylabel="holdout AUC", title=title)
     ax.tick_params(axis="x", rotation=45)
-    ax.legend()
+    ax.legend(fontsize="small", ncols=2 if len(series) > 2 else 1)  # six lines with three regimes
     return _png(plt, fig)
 
 
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown the Dagster UI renders inline (a data URI, so no file server is needed)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def importance_png(features: list[str], values: list[float], errors: list[float], title: str) -> bytes:
+    """Horizontal bars, the most important feature on top."""
+    plt, fig, ax = _figure()
+    fig.set_size_inches(6, 0.3 * len(features) + 1.2)
+    positions = np.arange(len(features))[::-1]
+    ax.barh(positions, values, xerr=errors, color="tab:blue")
+    ax.set_yticks(positions, features)
+    ax.set(xlabel="holdout AUC drop when shuffled", title=title)
+    return _png(plt, fig)

@@ -94,11 +94,13 @@ def walk_forward(
     threshold: float,
     threads: int = 1,
     columns: tuple[list[str], list[str]] | None = None,
+    on_week: Callable[[object, pd.DataFrame, np.ndarray], None] | None = None,
 ) -> pd.DataFrame:
     """Each week: retrain on the trailing window and score the next week, beside a model frozen
     after training on everything before ``frozen_until`` (None: no frozen model, its AUC NaN).
     ``columns``: the (categorical, numeric) feature columns, ``flight_features``' by default.
-    Returns one row per week."""
+    ``on_week(model, holdout_x, holdout_y)`` sees each weekly model with its holdout, so a caller
+    can keep the last one without fitting it again. Returns one row per week."""
     labelled = features[features[LABEL].notna()].copy()
     days = pd.to_datetime(labelled[DAY])
 
@@ -122,6 +124,8 @@ def walk_forward(
             y = labels(hold).to_numpy()
             x = x_of(hold)
             m_weekly = classification_metrics(y, weekly.predict_proba(x)[:, 1], threshold)
+            if on_week is not None:
+                on_week(weekly, x, y)
             m_frozen = (
                 classification_metrics(y, frozen.predict_proba(x)[:, 1], threshold)
                 if frozen is not None
