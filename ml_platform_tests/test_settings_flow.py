@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from ml_platform.definitions import build_definitions
-from ml_platform.keys import BACKTEST, FLIGHT_FEATURES, TRAINING_SET, op_name
+from ml_platform.keys import BACKTEST, FLIGHT_FEATURES, RAW_HOURLY, TRAINING_SET, op_name
 from ml_platform.training.assets import cutoff_days
 
 AUTOMATED_SENSORS = (
@@ -50,9 +50,17 @@ def test_partitions_follow_the_settings(pair):
     year_keys, march_keys = partition_keys(year), partition_keys(march)
     assert year_keys.keys() == march_keys.keys()
     assert FLIGHT_FEATURES.to_user_string() in year_keys
-    assert all(len(keys) == 365 for keys in year_keys.values())
+    hourly = {k for k, keys in year_keys.items() if ":" in keys[0]}  # the intraday feed's hours
+    assert {k.to_user_string() for k in RAW_HOURLY.values()} <= hourly
+    assert all(len(keys) == 365 for k, keys in year_keys.items() if k not in hourly)
+    # An hour partition per UTC hour, through one day past the last day: its evening flights
+    # leave and land after its UTC midnight.
+    assert all(len(keys) == 366 * 24 for k, keys in year_keys.items() if k in hourly)
     week = [f"2013-03-0{d}" for d in range(1, 8)]
-    assert all(keys == week for keys in march_keys.values())
+    assert all(keys == week for k, keys in march_keys.items() if k not in hourly)
+    assert all(
+        keys[0] == "2013-03-01-00:00" and len(keys) == 8 * 24 for k, keys in march_keys.items() if k in hourly
+    )
     assert march.resolve_job_def("ingest_days").partitions_def.get_partition_keys() == week
     assert len(year.resolve_job_def("ingest_days").partitions_def.get_partition_keys()) == 365
 
