@@ -57,7 +57,9 @@ def compiled_sql(dbt: DbtCli, warehouse: Warehouse, variables: dict[str, str]) -
     with dbt_in_process.invoking(engine):
         try:
             manifest = dbt_in_process.parse(project_dir, engine, target, common)
-            args = ["compile", "--quiet", "--log-level", "none", "--select", MODEL, "--vars", json.dumps(variables), *common]
+            # A single node's compiled SQL is printed whatever --quiet says: silenced.
+            args = ["compile", "--quiet", "--log-level", "none", "--select", MODEL]
+            args += ["--vars", json.dumps(variables), *common]
             result = dbtRunner(manifest=manifest).invoke(args)
         finally:
             dbt_in_process.release_warehouse()
