@@ -30,6 +30,7 @@ from ml_platform.ingestion.hourly_assets import build_intraday_assets
 from ml_platform.keys import CANDIDATES, Candidate
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.monitoring.backtest import build_backtest
+from ml_platform.nowcast.sensor import build_nowcast_sensor
 from ml_platform.nowcast.serving import build_nowcast_predictions
 from ml_platform.nowcast.training import build_nowcast_training
 from ml_platform.partitions import daily_partitions_for, hourly_partitions_for
@@ -80,6 +81,7 @@ def build_definitions(
         sensors=[
             *build_sensors(settings),
             *build_intraday_sensors(settings),
+            build_nowcast_sensor(settings),
             build_alert_sensor(settings),
             build_freshness_sensor(settings, partitions),
             build_automation_condition_sensor(settings),
