@@ -63,7 +63,8 @@ def _dagster_tags(context) -> dict[str, str]:
     }
     for dep in sorted(context.assets_def.asset_deps.get(key, []), key=lambda k: k.to_user_string()):
         record = context.instance.get_latest_data_version_record(dep)
-        version = record.asset_materialization.tags.get("dagster/data_version") if record else None
+        # A materialization reported without a run (report_runless_asset_event) has no tags.
+        version = (record.asset_materialization.tags or {}).get("dagster/data_version") if record else None
         tags[f"dagster.input.{dep.to_user_string()}"] = str(version or "unknown")
     return tags
 

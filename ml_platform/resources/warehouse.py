@@ -83,7 +83,9 @@ def _window(table_slice: TableSlice) -> tuple[str, date, date] | None:
         raise WarehouseError(f"{table_slice.table}: only one partition dimension is supported")
     dim = table_slice.partition_dimensions[0]
     start, end = dim.partitions  # a TimeWindow
-    if _instant_column(table_slice, dim.partition_expr):
+    # A declared TIMESTAMPTZ column, or a window that is not whole days (an hourly asset of its
+    # own, e.g. nowcast predictions by prediction instant), is compared as instants.
+    if _instant_column(table_slice, dim.partition_expr) or not _whole_days(start, end):
         return dim.partition_expr, _as_utc(start), _as_utc(end)
     return dim.partition_expr, _as_date(start), _as_date(end)
 
@@ -97,6 +99,10 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise WarehouseError(f"partition bound {value} has no time zone")
     return value.astimezone(UTC)
+
+
+def _whole_days(*bounds: datetime) -> bool:
+    return all((b.hour, b.minute, b.second, b.microsecond) == (0, 0, 0, 0) for b in bounds)
 
 
 def _is_instant(bound: date) -> bool:
@@ -211,7 +217,9 @@ def _timestamp_day_column(table_slice: TableSlice, obj: pd.DataFrame) -> str | N
     """A new table's partition column is a DATE, like every day column of the warehouse (partition
     windows are whole days; pandas would make it a TIMESTAMP)."""
     window = _window(table_slice)
-    if window is None or not pd.api.types.is_datetime64_any_dtype(obj.get(window[0])):
+    if window is None or _is_instant(window[1]):
+        return None
+    if not pd.api.types.is_datetime64_any_dtype(obj.get(window[0])):
         return None
     return window[0]
 
