@@ -196,7 +196,9 @@ def test_a_replayed_day_is_scored_with_the_features_training_computes(env, repla
     assert set(predictions.model_version) == {str(champion.version)}
     model = nowcast.load_version(champion.version)
     expected = model.predict_proba(feature_frame(published, NOWCAST.categorical, NOWCAST.numeric))[:, 1]
-    np.testing.assert_array_equal(predictions.late_probability.to_numpy(), expected)
+    # Equal up to the last bit of a parallel sum (see feature_digests); a skewed feature that
+    # crosses a split moves a probability by far more.
+    np.testing.assert_allclose(predictions.late_probability.to_numpy(), expected, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("hour", ["2013-03-07 14:00", "2013-03-07 22:00"])
@@ -219,4 +221,4 @@ def test_events_after_the_prediction_instant_change_no_served_score(env, replaye
     assert len(served) == at.sum() > 20
     before = predictions[at].reset_index(drop=True)
     assert list(served.feature_digest) == list(before.feature_digest)
-    np.testing.assert_array_equal(served.late_probability.to_numpy(), before.late_probability.to_numpy())
+    np.testing.assert_allclose(served.late_probability, before.late_probability, rtol=0, atol=1e-9)

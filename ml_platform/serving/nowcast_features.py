@@ -26,6 +26,7 @@ from ml_platform.runtime import dbt_in_process
 
 MODEL = "nowcast_features"
 AS_OF_FORMAT = "%Y-%m-%d %H:00"
+DIGEST_DECIMALS = 6
 
 
 def serving_vars(as_of: datetime, nowcast_hours: int) -> dict[str, str]:
@@ -79,9 +80,11 @@ def features_at(dbt: DbtCli, warehouse: Warehouse, as_of: datetime, nowcast_hour
 
 
 def feature_digests(frame: pd.DataFrame, regime: Regime) -> np.ndarray:
-    """One digest per row of exactly the values a model of ``regime`` is given: equal digests,
-    equal model input (dtypes normalized as ``feature_frame`` does for scoring)."""
+    """One digest per row of the values a model of ``regime`` is given (dtypes normalized as
+    ``feature_frame`` does for scoring), numbers rounded to 1e-6: DuckDB's parallel sums may
+    differ in the last bit from one run of the same query to the next."""
     x = feature_frame(frame, regime.categorical, regime.numeric)
+    x[regime.numeric] = x[regime.numeric].round(DIGEST_DECIMALS) + 0.0  # + 0.0: no -0.0
     hashes = pd.util.hash_pandas_object(x, index=False).to_numpy()
     salt = hashlib.sha256(",".join(regime.columns).encode()).hexdigest()[:8]
     return np.array([f"{salt}{h:016x}" for h in hashes], dtype=object)
