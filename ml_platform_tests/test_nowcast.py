@@ -25,7 +25,7 @@ from ml_platform.keys import (
 from ml_platform.ml.frames import feature_frame
 from ml_platform.ml.regimes import NOWCAST
 from ml_platform.nowcast.sensor import build_nowcast_sensor, schedule_day
-from ml_platform.nowcast.serving import build_nowcast_predictions
+from ml_platform.nowcast.serving import build_nowcast_predictions, scored
 from ml_platform.partitions import hour_key, hourly_partitions_for
 from ml_platform.resources.mlflow import CHAMPION
 from ml_platform.serving.nowcast_features import feature_digests
@@ -150,6 +150,9 @@ def replayed(env):
     cursor, seconds = hour_key(hours[0] - timedelta(hours=1)), []
     for day in sorted({schedule_day(h) for h in hours}):
         instance.report_runless_asset_event(dg.AssetMaterialization(RAW_SCHEDULE, partition=day))
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=env["resources"]) as ctx:
+        waiting = env["sensor"](ctx)  # hour P - 1 has not landed yet
+    assert f"hour {hour_key(hours[0])} waits for raw/departures" in waiting.skip_message
     for hour in hours:
         started = time.perf_counter()
         pit_support.write_raw(env["path"], landed_by(raw, hour))
@@ -222,3 +225,11 @@ def test_events_after_the_prediction_instant_change_no_served_score(env, replaye
     before = predictions[at].reset_index(drop=True)
     assert list(served.feature_digest) == list(before.feature_digest)
     np.testing.assert_allclose(served.late_probability, before.late_probability, rtol=0, atol=1e-9)
+
+
+def test_an_hour_without_flights_is_scored_as_no_rows():
+    """Nothing departs from New York at 04:00: the hour two hours before stores no row."""
+    empty = pd.DataFrame({c: [] for c in ["flight_id", "flight_date", "as_of", *NOWCAST.columns]})
+    frame = scored(None, empty, 0.5, "1", "model")
+    assert frame.empty
+    assert {"flight_id", "flight_date", "as_of", "late_probability", "feature_digest"} <= set(frame.columns)
