@@ -9,12 +9,16 @@ from ml_platform.features.assets import build_dbt_features
 from ml_platform.ingestion.assets import build_raw_daily_assets
 from ml_platform.keys import (
     CANDIDATES,
+    DAY_AHEAD_FEATURES,
     FEATURE_DRIFT,
     FOREST,
     HGB,
     LOGREG,
+    NOWCAST_FEATURES,
     PREDICTION_QUALITY,
     PREDICTIONS,
+    RAW_HOURLY,
+    RAW_SCHEDULE,
     TRAINING_SET,
     op_name,
     training,
@@ -22,7 +26,11 @@ from ml_platform.keys import (
 from ml_platform.partitions import daily_partitions_for
 from ml_platform.resources import build_resources
 
-RAW_AND_FEATURES = dg.AssetSelection.groups("ingestion", "features")
+# The daily chain's inputs: not the intraday feed (hourly partitions cannot share a run with
+# daily ones) nor the point-in-time models built over it.
+RAW_AND_FEATURES = dg.AssetSelection.groups("ingestion", "features") - dg.AssetSelection.assets(
+    RAW_SCHEDULE, *RAW_HOURLY.values(), DAY_AHEAD_FEATURES, NOWCAST_FEATURES
+)
 TRAINING = dg.AssetSelection.groups("training")
 SERVING = dg.AssetSelection.assets(PREDICTIONS)
 MONITORING = dg.AssetSelection.assets(PREDICTION_QUALITY, FEATURE_DRIFT)

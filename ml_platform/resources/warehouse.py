@@ -83,14 +83,19 @@ def _window(table_slice: TableSlice) -> tuple[str, date, date] | None:
         raise WarehouseError(f"{table_slice.table}: only one partition dimension is supported")
     dim = table_slice.partition_dimensions[0]
     start, end = dim.partitions  # a TimeWindow
-    # A declared TIMESTAMPTZ column, or a window that is not whole days (an hourly asset of its
-    # own, e.g. nowcast predictions by prediction instant), is compared as instants.
-    if _instant_column(table_slice, dim.partition_expr) or not _whole_days(start, end):
+    if _instant_column(table_slice, dim.partition_expr):
         return dim.partition_expr, _as_utc(start), _as_utc(end)
     return dim.partition_expr, _as_date(start), _as_date(end)
 
 
+# Derived tables partitioned by an instant (hourly), compared as UTC instants like a declared raw
+# TIMESTAMPTZ column: (schema, table, partition column).
+INSTANT_PARTITIONS = frozenset({("nowcast", "predictions", "as_of")})
+
+
 def _instant_column(table_slice: TableSlice, column: str) -> bool:
+    if (table_slice.schema, table_slice.table, column) in INSTANT_PARTITIONS:
+        return True
     spec = _declared_spec(table_slice)
     return spec is not None and column in spec.column_names and spec.column(column).sql_type == "TIMESTAMPTZ"
 
@@ -99,10 +104,6 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise WarehouseError(f"partition bound {value} has no time zone")
     return value.astimezone(UTC)
-
-
-def _whole_days(*bounds: datetime) -> bool:
-    return all((b.hour, b.minute, b.second, b.microsecond) == (0, 0, 0, 0) for b in bounds)
 
 
 def _is_instant(bound: date) -> bool:
