@@ -30,6 +30,9 @@ from ml_platform.ingestion.hourly_assets import build_intraday_assets
 from ml_platform.keys import CANDIDATES, Candidate
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.monitoring.backtest import build_backtest
+from ml_platform.nowcast.sensor import build_nowcast_sensor
+from ml_platform.nowcast.serving import build_nowcast_predictions
+from ml_platform.nowcast.training import build_nowcast_training
 from ml_platform.partitions import daily_partitions_for, hourly_partitions_for
 from ml_platform.resources import build_resources
 from ml_platform.resources.warehouse_engines import engine_for
@@ -54,6 +57,8 @@ def build_assets(
         build_model_selection(candidates),
         champion_model,
         build_predictions(partitions),
+        *build_nowcast_training(settings),
+        build_nowcast_predictions(hourly_partitions_for(settings)),
         *build_monitoring_assets(partitions),
         build_backtest(settings),
     ]
@@ -76,6 +81,7 @@ def build_definitions(
         sensors=[
             *build_sensors(settings),
             *build_intraday_sensors(settings),
+            build_nowcast_sensor(settings),
             build_alert_sensor(settings),
             build_freshness_sensor(settings, partitions),
             build_automation_condition_sensor(settings),

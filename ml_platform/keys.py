@@ -45,6 +45,17 @@ CHAMPION_MODEL = training("champion_model")
 
 PREDICTIONS = AssetKey(["serving", "predictions"])
 
+
+def nowcast(name: str) -> AssetKey:
+    """A key of the nowcast group: its own training set, candidate, champion and hourly serving."""
+    return AssetKey(["nowcast", name])
+
+
+NOWCAST_TRAINING_SET = nowcast("training_set")
+NOWCAST_CANDIDATE = nowcast("candidate_hgb")
+NOWCAST_CHAMPION = nowcast("champion_model")
+NOWCAST_PREDICTIONS = nowcast("predictions")
+
 PREDICTION_QUALITY = AssetKey(["monitoring", "prediction_quality"])
 FEATURE_DRIFT = AssetKey(["monitoring", "feature_drift"])
 BACKTEST = AssetKey(["monitoring", "backtest"])

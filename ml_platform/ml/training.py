@@ -23,16 +23,22 @@ class FitResult:
 
 
 def fit_and_evaluate(
-    model, train: pd.DataFrame, holdout: pd.DataFrame, threshold: float, threads: int = 1
+    model,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    threshold: float,
+    threads: int = 1,
+    columns: tuple[list[str], list[str]] | None = None,
 ) -> FitResult:
+    """``columns``: the (categorical, numeric) feature columns, ``flight_features``' by default."""
     if train.empty:
         raise ValueError("the training window holds no labelled flights")
     if holdout.empty:
         raise ValueError("the holdout window holds no labelled flights")
     started = time.perf_counter()
-    fit(model, feature_frame(train), labels(train), threads)
+    fit(model, feature_frame(train, *(columns or (None, None))), labels(train), threads)
     fit_seconds = time.perf_counter() - started
-    proba = model.predict_proba(feature_frame(holdout))[:, 1]
+    proba = model.predict_proba(feature_frame(holdout, *(columns or (None, None))))[:, 1]
     y = labels(holdout).to_numpy()
     metrics = classification_metrics(y, proba, threshold)
     metrics["fit_seconds"] = fit_seconds
@@ -40,9 +46,17 @@ def fit_and_evaluate(
     return FitResult(model, proba, y, metrics, fit_seconds)
 
 
-def score(model, features: pd.DataFrame, threshold: float, version: str, model_name: str) -> pd.DataFrame:
+def score(
+    model,
+    features: pd.DataFrame,
+    threshold: float,
+    version: str,
+    model_name: str,
+    columns: tuple[list[str], list[str]] | None = None,
+) -> pd.DataFrame:
     """One prediction row per flight, carrying the model version that made it."""
-    proba = late_probability(model, feature_frame(features)) if len(features) else np.array([])
+    x = feature_frame(features, *(columns or (None, None))) if len(features) else None
+    proba = late_probability(model, x) if len(features) else np.array([])
     keys = features[KEY]
     rows = len(features)
     # Built from arrays without copies; a constant column costs one fill, not a broadcast.

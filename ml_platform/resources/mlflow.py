@@ -29,6 +29,7 @@ from ml_platform.resources.mlflow_store import MODEL_TRAINING_VIEW
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+NOWCAST_SUFFIX = "_nowcast"
 
 
 class TrackingError(RuntimeError):
@@ -62,7 +63,8 @@ def _dagster_tags(context) -> dict[str, str]:
     }
     for dep in sorted(context.assets_def.asset_deps.get(key, []), key=lambda k: k.to_user_string()):
         record = context.instance.get_latest_data_version_record(dep)
-        version = record.asset_materialization.tags.get("dagster/data_version") if record else None
+        # A materialization reported without a run (report_runless_asset_event) has no tags.
+        version = (record.asset_materialization.tags or {}).get("dagster/data_version") if record else None
         tags[f"dagster.input.{dep.to_user_string()}"] = str(version or "unknown")
     return tags
 
@@ -204,6 +206,16 @@ class MlflowTracking(ConfigurableResource):
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
             raise ValueError(f"{value!r} is not a plain name (letters, digits, _ . -)")
         return value
+
+    def for_model(self, registered_model_name: str) -> "MlflowTracking":
+        """The same server, experiment and conventions for another registered model: the
+        nowcast has its own model (and its own ``@champion``) beside the daily one."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**fields, "registered_model_name": registered_model_name})
+
+    def nowcast(self) -> "MlflowTracking":
+        """The registered model of the nowcast: ``<registered_model_name>_nowcast``."""
+        return self.for_model(f"{self.registered_model_name}{NOWCAST_SUFFIX}")
 
     def _mlflow(self):
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)

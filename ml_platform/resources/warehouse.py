@@ -88,7 +88,14 @@ def _window(table_slice: TableSlice) -> tuple[str, date, date] | None:
     return dim.partition_expr, _as_date(start), _as_date(end)
 
 
+# Derived tables partitioned by an instant (hourly), compared as UTC instants like a declared raw
+# TIMESTAMPTZ column: (schema, table, partition column).
+INSTANT_PARTITIONS = frozenset({("nowcast", "predictions", "as_of")})
+
+
 def _instant_column(table_slice: TableSlice, column: str) -> bool:
+    if (table_slice.schema, table_slice.table, column) in INSTANT_PARTITIONS:
+        return True
     spec = _declared_spec(table_slice)
     return spec is not None and column in spec.column_names and spec.column(column).sql_type == "TIMESTAMPTZ"
 
@@ -211,7 +218,9 @@ def _timestamp_day_column(table_slice: TableSlice, obj: pd.DataFrame) -> str | N
     """A new table's partition column is a DATE, like every day column of the warehouse (partition
     windows are whole days; pandas would make it a TIMESTAMP)."""
     window = _window(table_slice)
-    if window is None or not pd.api.types.is_datetime64_any_dtype(obj.get(window[0])):
+    if window is None or _is_instant(window[1]):
+        return None
+    if not pd.api.types.is_datetime64_any_dtype(obj.get(window[0])):
         return None
     return window[0]
 

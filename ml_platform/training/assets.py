@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     DataVersion,
     Failure,
@@ -18,11 +19,11 @@ from pydantic import BaseModel, Field, field_validator
 import ml_platform.ml.frames as frames_module
 from ml_platform.config import Settings
 from ml_platform.features.assets import feature_reader_version
-from ml_platform.keys import FLIGHT_FEATURES, TRAINING_SET
+from ml_platform.keys import FLIGHT_FEATURES, NOWCAST_FEATURES, TRAINING_SET
 from ml_platform.launchpad import checked, day_choices, launchpad_form
 from ml_platform.ml.frames import DAY, LABEL, split_training_set, training_windows
 from ml_platform.resources.mlflow import CHAMPION, MlflowTracking
-from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame
+from ml_platform.resources.warehouse import WAREHOUSE_POOL, Warehouse, describe_frame, ident
 from ml_platform.versions import frame_hash
 
 GROUP = "training"
@@ -69,9 +70,16 @@ def cutoff_days(settings: Settings, today: date | None = None):
     return day_choices(settings.partition_start, end - timedelta(days=1))
 
 
-def read_features(warehouse: Warehouse, start: date, end: date) -> pd.DataFrame:
+FEATURE_TABLES = {FLIGHT_FEATURES: "flight_features", NOWCAST_FEATURES: "nowcast_features"}
+
+
+def read_features(
+    warehouse: Warehouse, start: date, end: date, features: AssetKey = FLIGHT_FEATURES
+) -> pd.DataFrame:
+    """The published rows of a feature table (one of ``FEATURE_TABLES``) for days [start, end)."""
+    table = ident(FEATURE_TABLES[features])
     return warehouse.query(
-        "select * from features.flight_features where flight_date >= ? and flight_date < ? order by all",
+        f"select * from features.{table} where flight_date >= ? and flight_date < ? order by all",  # noqa: S608
         [start, end],
     )
 
@@ -102,10 +110,17 @@ def build_training_set(settings: Settings) -> AssetsDefinition:
     return training_set
 
 
-def training_frame(context: AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse):
+def training_frame(
+    context: AssetExecutionContext,
+    config: TrainingWindowConfig,
+    warehouse: Warehouse,
+    key: AssetKey = TRAINING_SET,
+    source: AssetKey = FLIGHT_FEATURES,
+):
+    """The training set ``key`` from the feature table ``source`` (the nowcast reads its own)."""
     cutoff = date.fromisoformat(config.cutoff)
     windows = training_windows(cutoff, config.window_days, config.holdout_days)
-    features = read_features(warehouse, windows["train"][0], windows["holdout"][1])
+    features = read_features(warehouse, windows["train"][0], windows["holdout"][1], source)
     frame = split_training_set(features, cutoff, config.window_days, config.holdout_days)
     counts = frame["split"].value_counts().to_dict()
     for split in ("train", "holdout"):
@@ -113,16 +128,18 @@ def training_frame(context: AssetExecutionContext, config: TrainingWindowConfig,
             start, end = windows[split]
             raise Failure(
                 description=(
-                    f"{TRAINING_SET.to_user_string()}: no labelled features for the {split} window "
+                    f"{key.to_user_string()}: no labelled features for the {split} window "
                     f"{start}..{end} (cutoff {config.cutoff}); materialize "
-                    f"{FLIGHT_FEATURES.to_user_string()} for those days first"
+                    f"{source.to_user_string()} for those days first"
                 ),
                 allow_retries=False,
             )
     days = pd.to_datetime(features[DAY]).dt.date.nunique() if len(features) else 0
     expected_days = config.window_days + config.holdout_days
     if days < expected_days:
-        context.log.warning(f"training_set: features cover {days} of {expected_days} days of the window")
+        context.log.warning(
+            f"{key.to_user_string()}: features cover {days} of {expected_days} days of the window"
+        )
     return Output(
         frame,
         # The rows decide the version: the same window over the same features is unchanged.

@@ -9,6 +9,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetRecordsFilter,
     AssetsDefinition,
     DataVersion,
@@ -60,15 +61,20 @@ def train_candidate(
     mlflow: MlflowTracking,
     policy: ModelPolicy,
     code_version: str | None = None,
+    columns: tuple[list[str], list[str]] | None = None,
+    inputs: tuple[AssetKey, AssetKey] = (TRAINING_SET, FLIGHT_FEATURES),
 ):
     """Fit on the train split, evaluate on the holdout, log everything to one MLflow run.
     With the same code, training set, hyperparameters and threshold as the last time, the fit
-    is not repeated: the previous model and metrics are reused and reported as unchanged."""
+    is not repeated: the previous model and metrics are reused and reported as unchanged.
+    ``columns`` (categorical, numeric) and ``inputs`` (training set, features) default to the
+    daily model's; the nowcast passes its regime's."""
     code_version = code_version or CODE_VERSION
+    categorical, numeric = columns or (CATEGORICAL, NUMERIC)
     train, holdout = frame[frame.split == "train"], frame[frame.split == "holdout"]
     threshold = policy.decision_threshold
     cutoff = str(pd.Timestamp(frame["cutoff_date"].iloc[0]).date())
-    lineage = training_lineage(context, train, holdout)
+    lineage = training_lineage(context, train, holdout, *inputs)
     fingerprint = combine(
         code_version,
         name,
@@ -103,7 +109,9 @@ def train_candidate(
         run.log_dataset(train, f"train {lineage['train_window']}", "training")
         run.log_dataset(holdout, f"holdout {lineage['holdout_window']}", "evaluation")
         run.log_dict(lineage, "lineage.json")
-        result = fit_and_evaluate(pipeline, train, holdout, threshold, policy.fit_threads)
+        result = fit_and_evaluate(
+            pipeline, train, holdout, threshold, policy.fit_threads, (categorical, numeric)
+        )
         run.log_params(
             {
                 **params,
@@ -115,7 +123,7 @@ def train_candidate(
             }
         )
         run.log_metrics(result.metrics)
-        info = run.log_sklearn_model(result.model, feature_frame(train.head(5)))
+        info = run.log_sklearn_model(result.model, feature_frame(train.head(5), categorical, numeric))
         plots = {
             "roc": roc_curve_png(result.holdout_labels, result.holdout_proba, f"{name}: ROC on holdout"),
             "calibration": calibration_png(
@@ -127,7 +135,7 @@ def train_candidate(
         }
         for plot_name, png in plots.items():
             run.log_png(png, plot_name)
-        run.log_dict(build_profile(train, NUMERIC, CATEGORICAL), "reference_profile.json")
+        run.log_dict(build_profile(train, numeric, categorical), "reference_profile.json")
     value = {
         "name": name,
         "run_id": run.run_id,
@@ -162,13 +170,19 @@ def previous_summary(context, fingerprint: str) -> dict | None:
     return summary.value
 
 
-def training_lineage(context, train: pd.DataFrame, holdout: pd.DataFrame) -> dict:
+def training_lineage(
+    context,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    training_set: AssetKey = TRAINING_SET,
+    features: AssetKey = FLIGHT_FEATURES,
+) -> dict:
     """Which data a model is trained on: windows, the training set's version and the data
     version of every feature partition in them."""
-    record = context.instance.get_latest_data_version_record(TRAINING_SET)
+    record = context.instance.get_latest_data_version_record(training_set)
     version = record.asset_materialization.tags.get("dagster/data_version") if record else None
     days = sorted({d.date().isoformat() for d in pd.to_datetime(pd.concat([train[DAY], holdout[DAY]]))})
-    feature_versions = feature_partition_versions(context.instance, days)
+    feature_versions = feature_partition_versions(context.instance, days, features)
     return {
         "training_set_version": version or "unknown",
         "train_window": f"{train[DAY].min():%Y-%m-%d}..{train[DAY].max():%Y-%m-%d}",
@@ -179,9 +193,11 @@ def training_lineage(context, train: pd.DataFrame, holdout: pd.DataFrame) -> dic
     }
 
 
-def feature_partition_versions(instance, days: list[str]) -> dict[str, str]:
+def feature_partition_versions(
+    instance, days: list[str], features: AssetKey = FLIGHT_FEATURES
+) -> dict[str, str]:
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=FLIGHT_FEATURES, asset_partitions=days), limit=len(days) * 4
+        AssetRecordsFilter(asset_key=features, asset_partitions=days), limit=len(days) * 4
     ).records
     versions: dict[str, str] = {}
     for r in records:  # newest first

@@ -32,14 +32,17 @@ CODE_VERSION = feature_reader_version(__name__, gate_module)
 
 
 def score_current_champion(
-    mlflow: MlflowTracking, holdout: pd.DataFrame, threshold: float
+    mlflow: MlflowTracking,
+    holdout: pd.DataFrame,
+    threshold: float,
+    columns: tuple[list[str], list[str]] | None = None,
 ) -> tuple[str | None, float | None]:
     """The current champion's AUC on this holdout, so the comparison is like for like."""
     version = mlflow.version_for(CHAMPION)
     if version is None:
         return None, None
     model = mlflow.load_version(version.version)
-    proba = model.predict_proba(feature_frame(holdout))[:, 1]
+    proba = model.predict_proba(feature_frame(holdout, *(columns or (None, None))))[:, 1]
     metrics = classification_metrics(labels(holdout), proba, threshold)
     return str(version.version), metrics["roc_auc"]
 
@@ -71,14 +74,38 @@ def build_model_selection(registered: Iterable[Candidate]) -> AssetsDefinition:
     return model_selection
 
 
-def select(
-    context, mlflow: MlflowTracking, policy: ModelPolicy, training_set: pd.DataFrame, candidates: dict
+def gate(
+    mlflow: MlflowTracking,
+    policy: ModelPolicy,
+    training_set: pd.DataFrame,
+    candidates: dict,
+    columns: tuple[list[str], list[str]] | None = None,
 ):
+    """The gate's decision over ``candidates`` against ``mlflow``'s current champion, both
+    scored on the same holdout: what ``select`` records and the nowcast champion applies."""
     holdout = training_set[training_set.split == "holdout"]
-    champion_version, champion_auc = score_current_champion(mlflow, holdout, policy.decision_threshold)
+    champion_version, champion_auc = score_current_champion(
+        mlflow, holdout, policy.decision_threshold, columns
+    )
     aucs = {c["name"]: c["metrics"]["roc_auc"] for c in candidates.values()}
     decision = decide(aucs, champion_auc, policy.promotion_auc_floor)
     best = next(c for c in candidates.values() if c["name"] == decision.best)
+    value = {
+        "best": best,
+        "promote": decision.promote,
+        "alias": decision.alias,
+        "reasons": decision.reasons,
+        "champion_version_before": champion_version,
+        "champion_auc_on_holdout": champion_auc,
+    }
+    return decision, aucs, value
+
+
+def select(
+    context, mlflow: MlflowTracking, policy: ModelPolicy, training_set: pd.DataFrame, candidates: dict
+):
+    decision, aucs, value = gate(mlflow, policy, training_set, candidates)
+    champion_version, champion_auc = value["champion_version_before"], value["champion_auc_on_holdout"]
     with mlflow.materialization_run(context, tags={"decision": decision.alias}) as run:
         run.log_params(
             {
@@ -91,14 +118,6 @@ def select(
             {f"auc_{k}": v for k, v in aucs.items()} | {"champion_auc": champion_auc or float("nan")}
         )
         run.log_text("\n".join(decision.reasons), "decision.txt")
-    value = {
-        "best": best,
-        "promote": decision.promote,
-        "alias": decision.alias,
-        "reasons": decision.reasons,
-        "champion_version_before": champion_version,
-        "champion_auc_on_holdout": champion_auc,
-    }
     rows = [
         {
             "candidate": c["name"],
@@ -134,6 +153,11 @@ def select(
 def champion_model(context: AssetExecutionContext, mlflow: MlflowTracking, model_selection: dict):
     """Registers the selected candidate; it takes the ``champion`` alias only if it passed the
     gate, otherwise ``challenger``. Tags go on the version before any alias moves."""
+    return promote(context, mlflow, model_selection)
+
+
+def promote(context, mlflow: MlflowTracking, model_selection: dict) -> Output:
+    """Register the gate's choice in ``mlflow``'s registered model and move the alias it earned."""
     best = model_selection["best"]
     passed = model_selection["promote"]
     tags = {

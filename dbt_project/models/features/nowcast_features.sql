@@ -20,6 +20,7 @@ flights as (
 
 flights_now as (
     select *, {{ ny_midnight('history_day') }} as day_start from flights
+    where {{ nowcast_as_of_filter('as_of') }}
 ),
 
 departures as (

@@ -1,0 +1,1 @@
+"""The nowcast: its own training set, candidate and champion, and hourly serving."""
