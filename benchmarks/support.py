@@ -216,8 +216,8 @@ def selections():
     )
     return {
         "raw_and_features": dg.AssetSelection.groups("ingestion", "features") - intraday,
-        "daily_and_features": daily | dg.AssetSelection.groups("features"),
-        "references": dg.AssetSelection.groups("ingestion") - daily,
+        "daily_and_features": daily | (dg.AssetSelection.groups("features") - intraday),
+        "references": dg.AssetSelection.groups("ingestion") - daily - intraday,
         "training": dg.AssetSelection.groups("training"),
         "predictions": dg.AssetSelection.assets(PREDICTIONS),
     }

@@ -21,6 +21,9 @@ RAW_DAILY = (RAW_FLIGHTS, RAW_WEATHER)
 
 # The intraday feed (ingestion/intraday.py): the schedule of a day, delivered before it, and what
 # happened, hour by hour (UTC hours).
+# Their assets and the point-in-time features built from them form the group `intraday`: a run of
+# the daily tables (group `ingestion`, `features`) never picks up an hourly partition.
+INTRADAY_GROUP = "intraday"
 RAW_SCHEDULE = AssetKey(["raw", "schedule"])
 RAW_HOURLY = {table: AssetKey(["raw", table]) for table in ("departures", "arrivals", "observations")}
 RAW_DEPARTURES = RAW_HOURLY["departures"]

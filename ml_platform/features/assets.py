@@ -23,7 +23,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 from ml_platform.config import DBT_PROJECT_DIR
 from ml_platform.features.freshness_of_inputs import FINGERPRINT, current_fingerprints, unchanged_window
 from ml_platform.features.publish import Publication, publication_of, publish, publish_schema_of, refusal
-from ml_platform.keys import FLIGHT_FEATURES
+from ml_platform.keys import DAY_AHEAD_FEATURES, FLIGHT_FEATURES, INTRADAY_GROUP, NOWCAST_FEATURES
 from ml_platform.partitions import window_dates
 from ml_platform.refusals import refused
 from ml_platform.resources.dbt import DbtCli
@@ -94,6 +94,8 @@ class FeatureTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(metadata={**spec.metadata, "dagster/table_name": table})
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if self.get_asset_key(dbt_resource_props) in (DAY_AHEAD_FEATURES, NOWCAST_FEATURES):
+            return INTRADAY_GROUP  # built from the intraday feed, beside it
         return GROUP
 
     def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:

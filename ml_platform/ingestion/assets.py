@@ -83,13 +83,17 @@ def refusal(key: AssetKey, partitions: list[str], origins: list[str], refused: l
 
 
 def build_daily_raw_asset(
-    spec: TableSpec, partitions: PartitionsDefinition, key: AssetKey | None = None, readers=READER_MODULES
+    spec: TableSpec,
+    partitions: PartitionsDefinition,
+    key: AssetKey | None = None,
+    readers=READER_MODULES,
+    group: str = GROUP,
 ):
     key = key or RAW[spec.name]
 
     @asset(
         key=key,
-        group_name=GROUP,
+        group_name=group,
         description=spec.description,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),

@@ -23,7 +23,6 @@ from dagster import (
 import ml_platform.ingestion.hourly as hourly_module
 import ml_platform.ingestion.intraday as intraday_module
 from ml_platform.ingestion.assets import (
-    GROUP,
     READER_MODULES,
     UPSTREAM_RETRY,
     _check_specs,
@@ -44,7 +43,7 @@ from ml_platform.ingestion.quality import (
 )
 from ml_platform.ingestion.schemas import HOURLY_TABLES, SCHEDULE, TableSpec
 from ml_platform.ingestion.source import FlightSource
-from ml_platform.keys import RAW_HOURLY, RAW_SCHEDULE
+from ml_platform.keys import INTRADAY_GROUP, RAW_HOURLY, RAW_SCHEDULE
 from ml_platform.partitions import hour_key
 from ml_platform.resources.warehouse import WAREHOUSE_POOL, describe_frame
 from ml_platform.versions import hash_of_rows, row_hashes, source_version
@@ -116,7 +115,7 @@ def build_hourly_raw_asset(spec: TableSpec, partitions: PartitionsDefinition):
 
     @asset(
         key=key,
-        group_name=GROUP,
+        group_name=INTRADAY_GROUP,
         description=spec.description,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
@@ -177,5 +176,5 @@ def record_hour_lineage(context, partitions, frame, hashes, spec: TableSpec, ori
 
 def build_intraday_assets(daily: PartitionsDefinition, hourly: PartitionsDefinition) -> list:
     """raw/schedule on the daily partitions, and the three hourly tables on the hourly ones."""
-    schedule = build_daily_raw_asset(SCHEDULE, daily, RAW_SCHEDULE, INTRADAY_READERS)
+    schedule = build_daily_raw_asset(SCHEDULE, daily, RAW_SCHEDULE, INTRADAY_READERS, INTRADAY_GROUP)
     return [schedule, *(build_hourly_raw_asset(spec, hourly) for spec in HOURLY_TABLES.values())]

@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SHOTS = TEST_OUTPUT / "browser"
 AIRLINES = RAW["airlines"]
-GROUPS = {"ingestion", "features", "training", "serving", "monitoring"}
+GROUPS = {"ingestion", "features", "training", "serving", "monitoring", "nowcast", "intraday"}
 
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("chromium/chromedriver not installed (`make browser` installs them)", allow_module_level=True)
