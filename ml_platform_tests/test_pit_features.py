@@ -8,12 +8,17 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import materialize
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
+from ml_platform.features.pit_assets import build_pit_features
 from ml_platform.ingestion import intraday
+from ml_platform.keys import DAY_AHEAD_FEATURES, NOWCAST_FEATURES
 from ml_platform_tests import pit_support
+from ml_platform_tests.conftest import local_platform
+from ml_platform_tests.features_support import PARTITIONS
 from ml_platform_tests.pit_support import PIT_MODELS, RawDays
 
 # Days around the spring DST change (2013-03-10); the windows built are inside them.
@@ -126,3 +131,20 @@ def test_nowcast_hours_must_be_an_integer(raw, tmp_path):
     pit_support.write_raw(path, raw)
     with pytest.raises(RuntimeError, match="nowcast_hours=2; drop table.*not a non-negative integer"):
         pit_support.build_models(path, *WINDOW, nowcast_hours="2; drop table raw.schedule")
+
+
+def test_the_asset_publishes_both_models_of_its_partition(raw, tmp_path):
+    """The Dagster asset builds the partition's window, audits it and publishes both tables."""
+    day = date(2013, 3, 11)
+    with local_platform(tmp_path / "platform") as (settings, resources, instance):
+        pit_support.write_raw(settings.warehouse_path, raw)
+        asset = build_pit_features(PARTITIONS)
+        result = materialize([asset], resources=resources, instance=instance, partition_key=day.isoformat())
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+        planned = int((raw.schedule.flight_date == pd.Timestamp(day)).sum())
+        with resources["warehouse"].connection(read_only=True) as conn:
+            for key in (DAY_AHEAD_FEATURES, NOWCAST_FEATURES):
+                table = ".".join(key.path)
+                rows = conn.execute(f"select flight_date, count(*) from {table} group by 1").fetchall()  # noqa: S608
+                assert [(pd.Timestamp(d).date(), n) for d, n in rows] == [(day, planned)]

@@ -20,6 +20,7 @@ SCHEDULE = [
     "day_of_year",
     "days_to_holiday",
     "prev_turn_minutes",
+    "prev_ground_buffer_minutes",
     "tail_leg",
     "tail_legs",
     "origin_day_departures",
@@ -78,6 +79,7 @@ NOW = [
     "prev_arr_delay",
     "prev_known_delay",
     "prev_slack_minutes",
+    "prev_projected_delay",
 ]
 
 

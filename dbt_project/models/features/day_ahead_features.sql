@@ -43,6 +43,7 @@ select
     f.day_of_year,
     f.days_to_holiday,
     f.prev_turn_minutes,
+    f.prev_ground_buffer_minutes,
     f.tail_leg,
     f.tail_legs,
     f.origin_day_departures,

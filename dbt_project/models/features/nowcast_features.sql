@@ -151,6 +151,7 @@ select
     f.day_of_year,
     f.days_to_holiday,
     f.prev_turn_minutes,
+    f.prev_ground_buffer_minutes,
     f.tail_leg,
     f.tail_legs,
     f.origin_day_departures,
@@ -190,6 +191,7 @@ select
     pl.prev_arr_delay,
     pl.prev_known_delay,
     f.prev_turn_minutes - pl.prev_known_delay as prev_slack_minutes,
+    pl.prev_known_delay - f.prev_ground_buffer_minutes as prev_projected_delay,
     l.arrived_late
 from flights_now as f
 {{ history_joins(lookback) }}

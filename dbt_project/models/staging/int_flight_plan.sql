@@ -34,7 +34,11 @@ flights as (
         case when prev_sched_dep_at >= sched_dep_at - interval 24 hour then prev_sched_dep_at end
             as prev_sched_dep_at,
         case when prev_sched_dep_at >= sched_dep_at - interval 24 hour
-            then (epoch(sched_dep_at) - epoch(prev_sched_arr_at)) / 60 end as prev_turn_minutes
+            then (epoch(sched_dep_at) - epoch(prev_sched_arr_at)) / 60 end as prev_turn_minutes,
+        -- The way back to New York is not in the feed; the outbound leg's block time stands for it.
+        case when prev_sched_dep_at >= sched_dep_at - interval 24 hour
+            then (epoch(sched_dep_at) - epoch(prev_sched_arr_at) - epoch(prev_sched_arr_at)
+                + epoch(prev_sched_dep_at)) / 60 end as prev_ground_buffer_minutes
     from legs
     where {{ in_window('flight_date') }}
 )
