@@ -49,12 +49,12 @@ def chromium(profile: Path):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1700,1100",
+        "--window-size=1700,2200",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_window_size(1700, 1100)
+    driver.set_window_size(1700, 2200)
     driver.set_page_load_timeout(60)
     return driver
 
