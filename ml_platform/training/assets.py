@@ -77,9 +77,9 @@ def read_features(
     warehouse: Warehouse, start: date, end: date, features: AssetKey = FLIGHT_FEATURES
 ) -> pd.DataFrame:
     """The published rows of a feature table (one of ``FEATURE_TABLES``) for days [start, end)."""
-    table = ident(FEATURE_TABLES[features])
     return warehouse.query(
-        f"select * from features.{table} where flight_date >= ? and flight_date < ? order by all",  # noqa: S608
+        f"select * from features.{ident(FEATURE_TABLES[features])}"  # noqa: S608
+        " where flight_date >= ? and flight_date < ? order by all",
         [start, end],
     )
 
