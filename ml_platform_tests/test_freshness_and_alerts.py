@@ -15,7 +15,15 @@ from ml_platform.automation.freshness import CHECK_KEYS, DAILY_KEYS, DEADLINE_HO
 from ml_platform.automation.policy import OWNERS_BY_GROUP
 from ml_platform.definitions import build_definitions
 from ml_platform.ingestion.landing import land_days
-from ml_platform.keys import CHAMPION_MODEL, FLIGHT_FEATURES, HGB, PREDICTIONS, RAW_DAILY, RAW_FLIGHTS
+from ml_platform.keys import (
+    CHAMPION_MODEL,
+    FLIGHT_FEATURES,
+    HGB,
+    NOWCAST_CHAMPION,
+    PREDICTIONS,
+    RAW_DAILY,
+    RAW_FLIGHTS,
+)
 from ml_platform_tests.ml_support import materialize_features
 from ml_platform_tests.services import webhook_receiver
 
@@ -143,6 +151,7 @@ def test_freshness_policies_are_applied_once_at_the_root(settings):
     # The packaged year ends in the past: wall-clock windows would call every day stale.
     assert closed[FLIGHTS].freshness_policy is None
     assert closed[CHAMPION_MODEL].freshness_policy.fail_window.to_timedelta().days == 8
+    assert closed[NOWCAST_CHAMPION].freshness_policy.fail_window.to_timedelta().days == 8
     assert closed[PREDICTIONS].automation_condition is not None
     assert closed[HGB.key].freshness_policy is None
     live = dataclasses.replace(settings, partition_end=None)

@@ -9,7 +9,7 @@ from dagster import AssetSpec, FreshnessPolicy
 from ml_platform.automation.conditions import CONDITIONS_BY_KEY
 from ml_platform.automation.freshness import DAILY_KEYS
 from ml_platform.config import Settings
-from ml_platform.keys import CHAMPION_MODEL
+from ml_platform.keys import CHAMPION_MODEL, NOWCAST_CHAMPION
 
 DAILY = FreshnessPolicy.time_window(fail_window=timedelta(hours=30), warn_window=timedelta(hours=26))
 CHAMPION = FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7))
@@ -18,17 +18,19 @@ CHAMPION = FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_windo
 OWNERS_BY_GROUP = {
     "ingestion": ["team:data-engineering"],
     "features": ["team:data-engineering"],
+    "intraday": ["team:data-engineering"],
     "training": ["team:ml"],
     "serving": ["team:ml"],
     "monitoring": ["team:ml"],
+    "nowcast": ["team:ml"],
 }
 
 
 def build_policy(settings: Settings) -> Callable[[AssetSpec], AssetSpec]:
     """The policy for one asset. Wall-clock freshness windows for the daily assets only with
     open-ended partitions: on a year that ended in the past they would call every day stale (the
-    data-clock checks in ``freshness.py`` judge those). The champion's weekly window applies always."""
-    policies = {CHAMPION_MODEL: CHAMPION}
+    data-clock checks in ``freshness.py`` judge those). Both champions' weekly window applies always."""
+    policies = {CHAMPION_MODEL: CHAMPION, NOWCAST_CHAMPION: CHAMPION}
     if settings.partition_end is None:
         policies.update(dict.fromkeys(DAILY_KEYS, DAILY))
 
