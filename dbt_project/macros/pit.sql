@@ -71,3 +71,27 @@
         d.day >= q.{{ query_day }} - {{ days | int }} and d.day < q.{{ query_day }}
     group by all
 {%- endmacro %}
+
+{# The columns both point-in-time models take from the flight plan (int_flight_plan as `alias`):
+   the flight, its schedule and calendar, the aircraft's plan and the day's congestion. #}
+{% macro plan_columns(alias) -%}
+{%- for column in [
+    'flight_id', 'flight_date', 'as_of', 'carrier', 'origin', 'dest', 'distance',
+    'sched_dep_hour', 'sched_dep_minute', 'sched_block_minutes', 'day_of_week', 'month',
+    'day_of_year', 'days_to_holiday', 'prev_turn_minutes', 'prev_ground_buffer_minutes',
+    'tail_leg', 'tail_legs', 'origin_day_departures', 'origin_hour_departures',
+    'carrier_hour_departures', 'carrier_day_departures', 'dest_day_flights',
+] %}
+    {{ alias }}.{{ column }},
+{%- endfor %}
+{%- endmacro %}
+
+{# The label of the window's flights: arrived more than 15 minutes late; null when cancelled or
+   diverted. #}
+{% macro labels_cte() -%}
+labels as (
+    select flight_id, case when arr_delay is null then null else arr_delay > 15 end as arrived_late
+    from {{ ref('stg_flights') }}
+    where {{ in_window('flight_date') }}
+)
+{%- endmacro %}

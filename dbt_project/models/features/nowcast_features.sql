@@ -129,36 +129,10 @@ previous_leg as (
     left join arrivals as a on a.flight_id = f.prev_flight_id and a.arr_at < f.as_of
 ),
 
-labels as (
-    select flight_id, case when arr_delay is null then null else arr_delay > 15 end as arrived_late
-    from {{ ref('stg_flights') }}
-    where {{ in_window('flight_date') }}
-)
+{{ labels_cte() }}
 
 select
-    f.flight_id,
-    f.flight_date,
-    f.as_of,
-    f.carrier,
-    f.origin,
-    f.dest,
-    f.distance,
-    f.sched_dep_hour,
-    f.sched_dep_minute,
-    f.sched_block_minutes,
-    f.day_of_week,
-    f.month,
-    f.day_of_year,
-    f.days_to_holiday,
-    f.prev_turn_minutes,
-    f.prev_ground_buffer_minutes,
-    f.tail_leg,
-    f.tail_legs,
-    f.origin_day_departures,
-    f.origin_hour_departures,
-    f.carrier_hour_departures,
-    f.carrier_day_departures,
-    f.dest_day_flights,
+    {{- plan_columns('f') }}
     {{- history_columns(lookback) }}
     o.origin_departed_today,
     o.origin_dep_delay_today,
