@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from ml_platform.automation.landing_scan import FileState, _sha256
+from ml_platform.automation.landing_scan import FileState, _sha256, readable
 from ml_platform.ingestion.delivery import HOUR_FILE, day_of_file, hour_of_file
 from ml_platform.ingestion.schemas import HOURLY_TABLES
 from ml_platform.ingestion.source import DAY_FILE, LandingSource, SourceError
@@ -52,16 +52,10 @@ def scan_intraday(landing: LandingSource, previous: dict[str, FileState], bounds
         for path in paths:
             rel = f"{table}/{path.name}"
             old = previous.get(rel)
-            try:
-                real = landing.resolve(rel)
-                stat = real.stat()
-            except (SourceError, OSError) as exc:
-                link = path.lstat()
-                signature = f"link:{link.st_size}:{link.st_mtime_ns}"
-                if old is None or old.signature != signature:
-                    result.files[rel] = FileState(signature, "", "rejected", str(exc))
-                    result.problems.append(f"{rel}: {exc}")
+            found = readable(landing, rel, path, old, result)
+            if found is None:
                 continue
+            real, stat = found
             signature = f"{stat.st_size}:{stat.st_mtime_ns}{':twice' if path.name in twice else ''}"
             if table == SCHEDULE and _declared_empty(landing, path):
                 signature += ":declared-empty"

@@ -70,16 +70,10 @@ def scan(
         for path in paths:
             rel = f"{table}/{path.name}"
             old = previous.get(rel)
-            try:
-                real = landing.resolve(rel)
-                stat = real.stat()
-            except (SourceError, OSError) as exc:
-                link = path.lstat()
-                signature = f"link:{link.st_size}:{link.st_mtime_ns}"
-                if old is None or old.signature != signature:
-                    result.files[rel] = FileState(signature, "", "rejected", str(exc))
-                    result.problems.append(f"{rel}: {exc}")
+            found = readable(landing, rel, path, old, result)
+            if found is None:
                 continue
+            real, stat = found
             # The signature also covers what else decides the verdict: a second file for the
             # day, or upstream's marker that the day is really empty.
             signature = f"{stat.st_size}:{stat.st_mtime_ns}{_context(landing, table, path, twice)}"
@@ -103,6 +97,21 @@ def scan(
     complete = present["flights"] & present["weather"]
     result.ready_days = sorted(d for d in result.changed_days if d in complete)
     return result
+
+
+def readable(landing: LandingSource, rel: str, path: Path, old: FileState | None, result: ScanResult):
+    """The delivered file behind ``rel`` and its stat, or None once its refusal is recorded (a
+    link out of the root, a file gone): recorded again only when the link itself changes."""
+    try:
+        real = landing.resolve(rel)
+        return real, real.stat()
+    except (SourceError, OSError) as exc:
+        link = path.lstat()
+        signature = f"link:{link.st_size}:{link.st_mtime_ns}"
+        if old is None or old.signature != signature:
+            result.files[rel] = FileState(signature, "", "rejected", str(exc))
+            result.problems.append(f"{rel}: {exc}")
+        return None
 
 
 def _delivered_twice(paths: list[Path]) -> dict[str, str]:
