@@ -183,7 +183,7 @@ def build_and_publish(context: AssetExecutionContext, dbt: DbtCli, warehouse: Wa
     except Exception as error:
         yield from refuse(held, warehouse, context, error)
         raise
-    if any(_blocks(e) for e in held):
+    if any(is_blocking(e) for e in held):
         yield from refuse(held, warehouse, context, None)
     if held:
         start, end = window_dates(*context.partition_time_window)
@@ -197,7 +197,7 @@ def build_and_publish(context: AssetExecutionContext, dbt: DbtCli, warehouse: Wa
     return held
 
 
-def _blocks(event) -> bool:
+def is_blocking(event) -> bool:
     """A failed check of error severity: a blocking dbt test."""
     if not isinstance(event, AssetCheckResult):
         return False
@@ -209,10 +209,10 @@ def refuse(held: list, warehouse: Warehouse, context: AssetExecutionContext, err
     as it is when no blocking test failed (the build itself did), else a ``Failure`` naming the
     partition, the failed tests and a few of their rows, not retried (the same rows fail again)."""
     checks = [e for e in held if isinstance(e, AssetCheckResult)]
-    failed = [c for c in checks if _blocks(c)]
+    failed = [c for c in checks if is_blocking(c)]
     # Dagster attaches these to the last published materialization: a failed one says that the
     # rows it judged are not those.
-    yield from (_refused(c) if _blocks(c) else c for c in checks)
+    yield from (_refused(c) if is_blocking(c) else c for c in checks)
     if not failed:
         if error is not None:
             raise error

@@ -11,7 +11,6 @@ from datetime import date
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -30,6 +29,7 @@ from ml_platform.features.assets import (
     FeatureTranslator,
     dbt_project,
     dbt_window,
+    is_blocking,
     manifest,
 )
 from ml_platform.features.publish import Publication, publication_of, publish
@@ -91,7 +91,7 @@ def build_and_publish(context: AssetExecutionContext, config: PitConfig, dbt: Db
                 held.append(event)
                 continue
             yield event
-        blocking = [e for e in held if isinstance(e, AssetCheckResult) and _blocks(e)]
+        blocking = [e for e in held if is_blocking(e)]
         if blocking:
             yield from (e for e in held if isinstance(e, AssetCheckResult))
             names = ", ".join(e.check_name for e in blocking)
@@ -104,7 +104,3 @@ def build_and_publish(context: AssetExecutionContext, config: PitConfig, dbt: Db
         for key in selected:
             publish(warehouse, PUBLICATIONS[key], date.fromisoformat(start), date.fromisoformat(end))
     yield from held
-
-
-def _blocks(check: AssetCheckResult) -> bool:
-    return not check.passed and check.severity == AssetCheckSeverity.ERROR
